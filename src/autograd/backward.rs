@@ -1,0 +1,153 @@
+//! The backward pass: visit the recorded graph from the output in reverse
+//! topological order; at every node, turn the gradient of its output into
+//! gradients of its inputs (one `match` arm per [`Op`]) and add them up.
+
+use std::collections::{HashMap, HashSet};
+
+use ndarray::{ArrayD, IxDyn};
+
+use super::op::{Grad, Op};
+use crate::ops;
+use crate::tensor::{Tensor, TensorId};
+
+/// Gradients of the leaves (parameters and inputs created with
+/// [`Tensor::param`]) reached by a backward pass.
+#[derive(Default)]
+pub struct Grads(HashMap<TensorId, Grad>);
+
+impl Grads {
+    /// The gradient of `t`, if `t` is a leaf the loss depends on.
+    pub fn get(&self, t: &Tensor) -> Option<&Grad> {
+        self.0.get(&t.id())
+    }
+
+    /// Take the gradient of `t` out of the store.
+    pub fn remove(&mut self, t: &Tensor) -> Option<Grad> {
+        self.0.remove(&t.id())
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn accumulate(&mut self, t: &Tensor, g: Grad) {
+        debug_assert_eq!(g.shape(), t.shape(), "gradient shape for {:?}", t.op().map(Op::name));
+        match self.0.get_mut(&t.id()) {
+            Some(acc) => *acc += &g,
+            None => {
+                self.0.insert(t.id(), g);
+            }
+        }
+    }
+}
+
+/// Reverse-mode differentiation of the one-element tensor `root`.
+///
+/// Gradients of intermediate nodes are dropped as soon as they have been
+/// propagated; the result holds only leaves. A tensor used several times
+/// receives the sum of the gradients of its uses.
+pub fn backward(root: &Tensor) -> Grads {
+    assert_eq!(root.numel(), 1, "backward() needs a one-element output, got shape {:?}", root.shape());
+    let mut grads = Grads::default();
+    if !root.requires_grad() {
+        return grads;
+    }
+    grads.0.insert(root.id(), ArrayD::from_elem(IxDyn(root.shape()), 1.0));
+    for node in topological_order(root).iter().rev() {
+        let Some(op) = node.op() else { continue };
+        let Some(g) = grads.0.remove(&node.id()) else { continue };
+        for (input, gin) in input_grads(op, node, &g) {
+            if input.requires_grad() {
+                grads.accumulate(input, gin);
+            }
+        }
+    }
+    grads
+}
+
+/// Nodes reachable from `root` through recorded ops, every node after its inputs.
+fn topological_order(root: &Tensor) -> Vec<Tensor> {
+    let mut order = Vec::new();
+    let mut seen = HashSet::new();
+    // Iterative DFS: (node, inputs already pushed?)
+    let mut stack = vec![(root.clone(), false)];
+    while let Some((t, expanded)) = stack.pop() {
+        if expanded {
+            order.push(t);
+            continue;
+        }
+        if !seen.insert(t.id()) {
+            continue;
+        }
+        stack.push((t.clone(), true));
+        if let Some(op) = t.op() {
+            for input in op.inputs() {
+                if input.requires_grad() && !seen.contains(&input.id()) {
+                    stack.push((input.clone(), false));
+                }
+            }
+        }
+    }
+    order
+}
+
+/// The chain rule for one node: gradients of `op`'s inputs given the
+/// gradient `g` of its output `out`. Inputs that need no gradient may be
+/// skipped.
+fn input_grads<'a>(op: &'a Op, out: &Tensor, g: &Grad) -> Vec<(&'a Tensor, Grad)> {
+    use ops::*;
+    let some = |pairs: Vec<(&'a Tensor, Option<Grad>)>| pairs.into_iter().filter_map(|(t, g)| Some((t, g?))).collect();
+    match op {
+        Op::Arith(kind, a, b) => {
+            let [ga, gb] = elementwise::arith_backward(*kind, a, b, g);
+            vec![(a, ga), (b, gb)]
+        }
+        Op::Scale(x, c) => vec![(x, g.mapv(|v| v * c))],
+        Op::Relu(x) => vec![(x, elementwise::relu_backward(out.value(), g))],
+        Op::Sigmoid(x) => vec![(x, elementwise::sigmoid_backward(out.value(), g))],
+        Op::Reshape(x) => vec![(x, g.clone().into_shape_with_order(IxDyn(x.shape())).expect("same size"))],
+        Op::Permute(x, axes) => vec![(x, shape::permute_backward(axes, g))],
+        Op::Concat(xs, axis) => xs.iter().zip(shape::concat_backward(xs, *axis, g)).collect(),
+        Op::SumAll(x) => vec![(x, ArrayD::from_elem(IxDyn(x.shape()), g.iter().sum()))],
+        Op::SumAxis(x, axis) => vec![(x, reduce::sum_axis_backward(x.shape(), *axis, g))],
+        Op::MaxAxis { x, axis, argmax } => vec![(x, reduce::max_axis_backward(x.shape(), *axis, argmax, g))],
+        Op::MatMul(a, b) => {
+            let [ga, gb] = matmul::matmul_backward(a, b, g);
+            some(vec![(a, ga), (b, gb)])
+        }
+        Op::Linear { x, weight, bias } => {
+            let [gx, gw, gb] = matmul::linear_backward(x, weight, bias.as_ref(), g);
+            let mut v = vec![(x, gx), (weight, gw)];
+            v.extend(bias.as_ref().map(|b| (b, gb)));
+            some(v)
+        }
+        Op::Conv2d { x, weight, bias, stride, padding } => {
+            let [gx, gw, gb] = conv::conv2d_backward(x, weight, bias.as_ref(), *stride, *padding, g);
+            let mut v = vec![(x, gx), (weight, gw)];
+            v.extend(bias.as_ref().map(|b| (b, gb)));
+            some(v)
+        }
+        Op::MaxPool2d { x, argmax } => vec![(x, pool::max_pool2d_backward(x.shape(), argmax, g))],
+        Op::BatchNorm { x, gamma, beta, mean, inv_std, train } => {
+            let [gx, gg, gb] = norm::batch_norm_backward(x, gamma, mean, inv_std, *train, g);
+            vec![(x, gx), (gamma, gg), (beta, gb)]
+        }
+        Op::Dropout { x, mask } => {
+            let gx = g.iter().zip(mask).map(|(&g, &m)| g * m).collect();
+            vec![(x, ArrayD::from_shape_vec(IxDyn(x.shape()), gx).expect("same shape"))]
+        }
+        Op::LogSoftmax(x) => vec![(x, loss::log_softmax_backward(out.value(), g))],
+        Op::CrossEntropy { logits, labels, probs } => {
+            vec![(logits, loss::cross_entropy_backward(logits.shape(), labels, probs, scalar(g)))]
+        }
+        Op::Bce { probs, target } => vec![(probs, loss::bce_backward(probs, target, scalar(g)))],
+    }
+}
+
+fn scalar(g: &Grad) -> f32 {
+    *g.iter().next().expect("scalar gradient")
+}

@@ -1,0 +1,25 @@
+//! # morphgrad
+//!
+//! A from-scratch CPU tensor library and reverse-mode autodiff engine for
+//! studying, training and pruning *morphological* (max-plus) neural networks,
+//! and a reproduction of "Sparse Hybrid Linear-Morphological Networks"
+//! (Fotopoulos, Garoufis, Maragos, EUSIPCO 2025).
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | [`tensor`] | [`Tensor`]: an `f32` array handle, optionally a graph node |
+//! | [`autograd`] | the [`Op`](autograd::Op) enum, `backward`, `no_grad`, `gradcheck` |
+//! | [`ops`] | forward + backward of every op family, side by side |
+//! | [`kernels`] | the hot loops (GEMM glue, im2col), free of autograd |
+//! | [`nn`] | layers with named parameters, the `Module` trait, checkpoints |
+//! | [`optim`] | Adam and SGD (momentum, Nesterov), matching `torch.optim` |
+
+pub mod autograd;
+pub mod io;
+pub mod kernels;
+pub mod nn;
+pub mod ops;
+pub mod optim;
+pub mod tensor;
+
+pub use tensor::Tensor;

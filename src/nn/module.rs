@@ -1,0 +1,159 @@
+//! The `Module` trait: a layer or model exposes its parameters and buffers
+//! under stable dotted names (PyTorch `state_dict` style, e.g.
+//! `blocks.0.conv.weight`, `head.bn1.running_mean`), and everything else —
+//! optimisers, checkpoints, pruning, weight import — works through that one
+//! visitor.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Result, bail};
+use ndarray::ArrayD;
+use rand::SeedableRng;
+use rand::rngs::Xoshiro256PlusPlus;
+
+use crate::tensor::Tensor;
+
+/// One named piece of state, handed out mutably by [`Module::visit`].
+pub enum Entry<'a> {
+    /// A learnable leaf tensor (created with [`Tensor::param`]).
+    Param(&'a mut Tensor),
+    /// A non-learnable array such as a BatchNorm running mean.
+    Buffer(&'a mut ArrayD<f32>),
+    /// An integer counter such as `num_batches_tracked`.
+    Counter(&'a mut i64),
+}
+
+/// A value of a state dict.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StateValue {
+    F32(ArrayD<f32>),
+    I64(ArrayD<i64>),
+}
+
+impl StateValue {
+    pub fn shape(&self) -> &[usize] {
+        match self {
+            StateValue::F32(a) => a.shape(),
+            StateValue::I64(a) => a.shape(),
+        }
+    }
+}
+
+/// Named state, sorted by name: parameters, buffers, counters.
+pub type StateDict = BTreeMap<String, StateValue>;
+
+/// Anything with named parameters and buffers.
+pub trait Module {
+    /// Call `f` once for every parameter and buffer, with its dotted name, in
+    /// a fixed order.
+    fn visit(&mut self, f: &mut dyn FnMut(&str, Entry<'_>));
+}
+
+/// Visit `child`'s state with every name prefixed by `prefix.`.
+pub fn visit_child(prefix: &str, child: &mut (impl Module + ?Sized), f: &mut dyn FnMut(&str, Entry<'_>)) {
+    child.visit(&mut |name, e| f(&format!("{prefix}.{name}"), e));
+}
+
+/// Conveniences every [`Module`] gets.
+pub trait ModuleExt: Module {
+    /// A copy of every parameter and buffer, keyed by name.
+    fn state_dict(&mut self) -> StateDict {
+        let mut sd = StateDict::new();
+        self.visit(&mut |name, e| {
+            let v = match e {
+                Entry::Param(t) => StateValue::F32(t.value().clone()),
+                Entry::Buffer(a) => StateValue::F32(a.clone()),
+                Entry::Counter(c) => StateValue::I64(ArrayD::from_elem(ndarray::IxDyn(&[]), *c)),
+            };
+            sd.insert(name.to_string(), v);
+        });
+        sd
+    }
+
+    /// Replace every parameter and buffer with the entry of the same name.
+    /// Strict: a missing name, an unexpected name, a wrong shape or a wrong
+    /// dtype is an error listing all offenders; on error nothing changes.
+    fn load_state_dict(&mut self, sd: &StateDict) -> Result<()> {
+        let mut problems = Vec::new();
+        let mut expected = Vec::new();
+        self.visit(&mut |name, e| {
+            expected.push(name.to_string());
+            let want: Vec<usize> = match &e {
+                Entry::Param(t) => t.shape().to_vec(),
+                Entry::Buffer(a) => a.shape().to_vec(),
+                Entry::Counter(_) => vec![],
+            };
+            match (sd.get(name), &e) {
+                (None, _) => problems.push(format!("missing `{name}` (shape {want:?})")),
+                (Some(StateValue::I64(_)), Entry::Param(_) | Entry::Buffer(_)) => {
+                    problems.push(format!("`{name}` holds int64 values, expected float32"))
+                }
+                (Some(StateValue::F32(_)), Entry::Counter(_)) => {
+                    problems.push(format!("`{name}` holds float32 values, expected an int64 counter"))
+                }
+                (Some(v), _) if v.shape() != want.as_slice() && !(want.is_empty() && v.shape() == [1]) => {
+                    problems.push(format!("`{name}` has shape {:?}, the model expects {want:?}", v.shape()))
+                }
+                _ => {}
+            }
+        });
+        for name in sd.keys() {
+            if !expected.contains(name) {
+                problems.push(format!("unexpected `{name}` (shape {:?})", sd[name].shape()));
+            }
+        }
+        if !problems.is_empty() {
+            bail!("state dict does not fit the model:\n  {}", problems.join("\n  "));
+        }
+        self.visit(&mut |name, e| match (e, &sd[name]) {
+            (Entry::Param(t), StateValue::F32(a)) => *t = Tensor::param(a.clone()),
+            (Entry::Buffer(b), StateValue::F32(a)) => *b = a.clone(),
+            (Entry::Counter(c), StateValue::I64(a)) => *c = *a.iter().next().expect("one value"),
+            _ => unreachable!("checked above"),
+        });
+        Ok(())
+    }
+
+    /// Number of learnable scalars.
+    fn num_params(&mut self) -> usize {
+        let mut n = 0;
+        self.visit(&mut |_, e| {
+            if let Entry::Param(t) = e {
+                n += t.numel();
+            }
+        });
+        n
+    }
+
+    /// Names of the learnable parameters, in visiting order.
+    fn param_names(&mut self) -> Vec<String> {
+        let mut names = Vec::new();
+        self.visit(&mut |name, e| {
+            if let Entry::Param(_) = e {
+                names.push(name.to_string());
+            }
+        });
+        names
+    }
+}
+
+impl<M: Module + ?Sized> ModuleExt for M {}
+
+/// What a forward pass needs besides its input: train or eval mode, and the
+/// random stream dropout draws from.
+pub struct Ctx {
+    pub train: bool,
+    pub rng: Xoshiro256PlusPlus,
+}
+
+impl Ctx {
+    /// Training mode (batch statistics, dropout on), dropout seeded by `seed`.
+    pub fn train(seed: u64) -> Ctx {
+        Ctx { train: true, rng: Xoshiro256PlusPlus::seed_from_u64(seed) }
+    }
+
+    /// Evaluation mode (running statistics, dropout off).
+    pub fn eval() -> Ctx {
+        Ctx { train: false, rng: Xoshiro256PlusPlus::seed_from_u64(0) }
+    }
+}

@@ -1,0 +1,196 @@
+//! 2-D convolution (cross-correlation, as `torch.nn.Conv2d`), NCHW, any
+//! kernel size, stride and zero padding.
+//!
+//! Lowered to GEMM: a group of images is unfolded by `im2col` into a matrix
+//! `col[K = cin·kh·kw, cols = images·hout·wout]`, then
+//! `y = W[cout, K] · col`. Backward reuses the same unfolding:
+//! `dW = Σ g · colᵀ`, `dcol = Wᵀ · g` folded back by `col2im`, `db = Σ g`.
+//! Work is split into fixed groups of images run in parallel; partial `dW`
+//! sums are added in group order, so results do not depend on thread count.
+
+use ndarray::{ArrayD, IxDyn};
+use rayon::prelude::*;
+
+use crate::autograd::Op;
+use crate::kernels::gemm::{MatRef, gemm_into};
+use crate::kernels::im2col::{ConvShape, col2im, im2col};
+use crate::kernels::with_scratch;
+use crate::tensor::Tensor;
+
+/// Columns per GEMM: enough to amortise packing `W`, small enough that the
+/// unfolded block stays in L2.
+const TARGET_COLS: usize = 256;
+/// Backward splits the batch into at most this many groups, each with its own
+/// partial weight gradient.
+const MAX_GROUPS: usize = 8;
+
+/// Convolution `y[n, co] = b[co] + Σ_ci W[co, ci] ⋆ x[n, ci]` with the given
+/// stride and zero padding. Shapes: `x [N, cin, H, W]`, `weight [cout, cin, kh, kw]`,
+/// `bias [cout]`.
+pub fn conv2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, stride: usize, padding: usize) -> Tensor {
+    let geo = Geometry::new(x.shape(), weight.shape(), stride, padding);
+    if let Some(b) = bias {
+        assert_eq!(b.shape(), &[geo.cout], "conv2d: bias {:?} for {} output channels", b.shape(), geo.cout);
+    }
+    let (s, cout, p) = (geo.s, geo.cout, geo.s.pixels());
+    let nb = geo.images_per_block();
+    let mut y = vec![0.0f32; geo.n * cout * p];
+    let w = MatRef::new(weight.data(), cout, s.taps());
+    let in_len = s.cin * s.h * s.w;
+    y.par_chunks_mut(nb * cout * p).enumerate().for_each(|(blk, y_blk)| {
+        let imgs = y_blk.len() / (cout * p);
+        let cols = imgs * p;
+        let x_blk = &x.data()[blk * nb * in_len..(blk * nb + imgs) * in_len];
+        with_scratch(s.taps() * cols + if imgs > 1 { cout * cols } else { 0 }, |buf| {
+            let (col, tmp) = buf.split_at_mut(s.taps() * cols);
+            for (i, img) in x_blk.chunks_exact(in_len).enumerate() {
+                im2col(img, &s, col, cols, i * p);
+            }
+            let colm = MatRef::new(col, s.taps(), cols);
+            if imgs == 1 {
+                gemm_into(1.0, w, colm, 0.0, y_blk);
+            } else {
+                gemm_into(1.0, w, colm, 0.0, tmp);
+                for i in 0..imgs {
+                    for co in 0..cout {
+                        y_blk[(i * cout + co) * p..(i * cout + co + 1) * p]
+                            .copy_from_slice(&tmp[co * cols + i * p..co * cols + (i + 1) * p]);
+                    }
+                }
+            }
+        });
+        if let Some(b) = bias {
+            for (plane, &bv) in y_blk.chunks_exact_mut(p).zip(b.data().iter().cycle()) {
+                plane.iter_mut().for_each(|v| *v += bv);
+            }
+        }
+    });
+    let out = ArrayD::from_shape_vec(IxDyn(&[geo.n, cout, s.hout(), s.wout()]), y).expect("sizes agree");
+    Tensor::from_op(
+        out,
+        Op::Conv2d { x: x.clone(), weight: weight.clone(), bias: bias.cloned(), stride, padding },
+    )
+}
+
+/// Shapes of one convolution call, validated.
+struct Geometry {
+    n: usize,
+    cout: usize,
+    s: ConvShape,
+}
+
+impl Geometry {
+    fn new(x: &[usize], w: &[usize], stride: usize, pad: usize) -> Geometry {
+        assert!(
+            x.len() == 4 && w.len() == 4 && x[1] == w[1],
+            "conv2d: input {x:?} (expects [N, C, H, W]) does not fit weight {w:?} ([cout, cin, kh, kw])"
+        );
+        assert!(stride >= 1, "conv2d: stride must be at least 1");
+        assert!(
+            x[2] + 2 * pad >= w[2] && x[3] + 2 * pad >= w[3],
+            "conv2d: kernel {}x{} larger than padded input {}x{}",
+            w[2],
+            w[3],
+            x[2] + 2 * pad,
+            x[3] + 2 * pad
+        );
+        let s = ConvShape { cin: x[1], h: x[2], w: x[3], kh: w[2], kw: w[3], stride, pad };
+        Geometry { n: x[0], cout: w[0], s }
+    }
+
+    fn images_per_block(&self) -> usize {
+        (TARGET_COLS / self.s.pixels().max(1)).clamp(1, self.n.max(1))
+    }
+}
+
+/// Gradients of [`conv2d`] for the inputs that need them: `[dx, dW, db]`.
+pub(crate) fn conv2d_backward(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    stride: usize,
+    padding: usize,
+    g: &ArrayD<f32>,
+) -> [Option<ArrayD<f32>>; 3] {
+    let geo = Geometry::new(x.shape(), weight.shape(), stride, padding);
+    let (s, cout, p, n) = (geo.s, geo.cout, geo.s.pixels(), geo.n);
+    let (k, in_len) = (s.taps(), s.cin * s.h * s.w);
+    let g = g.as_slice().expect("std");
+    let need_x = x.requires_grad();
+    let need_w = weight.requires_grad();
+    let nb = geo.images_per_block();
+    let blocks = n.div_ceil(nb);
+    let per_group = blocks.div_ceil(MAX_GROUPS.min(blocks).max(1)) * nb;
+    let w = MatRef::new(weight.data(), cout, k);
+
+    let mut gx = if need_x { vec![0.0f32; n * in_len] } else { Vec::new() };
+    // One (dW, db) partial per group of images, summed below in group order.
+    let group = |gi: usize, gx_group: &mut [f32]| -> (Vec<f32>, Vec<f64>) {
+        let mut gw = vec![0.0f32; if need_w { cout * k } else { 0 }];
+        let mut gb = vec![0.0f64; cout];
+        let first = gi * per_group;
+        let last = (first + per_group).min(n);
+        for b0 in (first..last).step_by(nb) {
+            let imgs = nb.min(last - b0);
+            let cols = imgs * p;
+            let g_blk = &g[b0 * cout * p..(b0 + imgs) * cout * p];
+            for (co, plane) in g_blk.chunks_exact(p).enumerate() {
+                gb[co % cout] += plane.iter().map(|&v| v as f64).sum::<f64>();
+            }
+            let gy_len = if imgs > 1 { cout * cols } else { 0 };
+            with_scratch(2 * k * cols + gy_len, |buf| {
+                let (col, rest) = buf.split_at_mut(k * cols);
+                let (gcol, gy_tmp) = rest.split_at_mut(k * cols);
+                let gy: &[f32] = if imgs == 1 {
+                    g_blk
+                } else {
+                    for i in 0..imgs {
+                        for co in 0..cout {
+                            gy_tmp[co * cols + i * p..co * cols + (i + 1) * p]
+                                .copy_from_slice(&g_blk[(i * cout + co) * p..(i * cout + co + 1) * p]);
+                        }
+                    }
+                    gy_tmp
+                };
+                let gym = MatRef::new(gy, cout, cols);
+                if need_w {
+                    let x_blk = &x.data()[b0 * in_len..(b0 + imgs) * in_len];
+                    for (i, img) in x_blk.chunks_exact(in_len).enumerate() {
+                        im2col(img, &s, col, cols, i * p);
+                    }
+                    gemm_into(1.0, gym, MatRef::new(col, k, cols).t(), 1.0, &mut gw);
+                }
+                if need_x {
+                    gemm_into(1.0, w.t(), gym, 0.0, gcol);
+                    let off = (b0 - first) * in_len;
+                    for (i, gimg) in gx_group[off..off + imgs * in_len].chunks_exact_mut(in_len).enumerate() {
+                        col2im(gcol, &s, cols, i * p, gimg);
+                    }
+                }
+            });
+        }
+        (gw, gb)
+    };
+    let partials: Vec<(Vec<f32>, Vec<f64>)> = if need_x {
+        gx.par_chunks_mut(per_group * in_len).enumerate().map(|(gi, gxg)| group(gi, gxg)).collect()
+    } else {
+        (0..n.div_ceil(per_group)).into_par_iter().map(|gi| group(gi, &mut [])).collect()
+    };
+
+    let dx = need_x.then(|| ArrayD::from_shape_vec(IxDyn(x.shape()), gx).expect("shape of x"));
+    let dw = need_w.then(|| {
+        let mut total = vec![0.0f32; cout * k];
+        for (gw, _) in &partials {
+            total.iter_mut().zip(gw).for_each(|(t, v)| *t += v);
+        }
+        ArrayD::from_shape_vec(IxDyn(weight.shape()), total).expect("shape of W")
+    });
+    let db = bias.filter(|b| b.requires_grad()).map(|_| {
+        let mut total = vec![0.0f64; cout];
+        for (_, gb) in &partials {
+            total.iter_mut().zip(gb).for_each(|(t, v)| *t += v);
+        }
+        ArrayD::from_shape_vec(IxDyn(&[cout]), total.into_iter().map(|v| v as f32).collect()).expect("cout")
+    });
+    [dx, dw, db]
+}

@@ -1,0 +1,186 @@
+//! Batch normalisation over `[N, C]` or `[N, C, *]` (PyTorch's BatchNorm1d/2d).
+//!
+//! Train mode normalises with the batch statistics of each channel — mean
+//! and *biased* variance over the `M` values of that channel — and updates
+//! the running estimates with momentum `m`:
+//! `rm ← (1-m) rm + m·mean`, `rv ← (1-m) rv + m·var·M/(M-1)` (unbiased).
+//! Eval mode uses the running estimates. Either way
+//! `y = x·α + β'` with `α = γ/√(var+ε)`, `β' = β - mean·α`.
+//! Sums run in f64: the result does not depend on the order of the batch.
+
+use ndarray::{ArrayD, IxDyn};
+use rayon::prelude::*;
+
+use crate::autograd::{Op, is_recording};
+use crate::kernels::PAR_MIN;
+use crate::tensor::Tensor;
+
+/// Running statistics and hyper-parameters of one BatchNorm layer.
+pub struct BatchNormStats<'a> {
+    pub running_mean: &'a mut [f32],
+    pub running_var: &'a mut [f32],
+    pub momentum: f32,
+    pub eps: f32,
+}
+
+/// Batch-normalise `x` per channel (axis 1); see the module docs.
+pub fn batch_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor, stats: BatchNormStats<'_>, train: bool) -> Tensor {
+    let sh = x.shape();
+    assert!(sh.len() >= 2, "batch_norm expects [N, C, ...], got {sh:?}");
+    let (n, c) = (sh[0], sh[1]);
+    let s: usize = sh[2..].iter().product();
+    assert!(
+        gamma.shape() == [c] && beta.shape() == [c] && stats.running_mean.len() == c && stats.running_var.len() == c,
+        "batch_norm: {c} channels in input {sh:?} but weight {:?}, bias {:?}, running stats [{}], [{}]",
+        gamma.shape(),
+        beta.shape(),
+        stats.running_mean.len(),
+        stats.running_var.len()
+    );
+    let m = n * s;
+    let (mean, inv_std) = if train {
+        assert!(m > 1, "batch_norm in train mode needs more than 1 value per channel, got input {sh:?}");
+        let moments = channel_sums(x.data(), n, c, s, |plane| {
+            let sum: f64 = plane.iter().map(|&v| v as f64).sum();
+            let sq: f64 = plane.iter().map(|&v| (v as f64) * (v as f64)).sum();
+            [sum, sq]
+        });
+        let mut mean = vec![0.0f32; c];
+        let mut inv_std = vec![0.0f32; c];
+        for ch in 0..c {
+            let mu = moments[ch][0] / m as f64;
+            let var = (moments[ch][1] / m as f64 - mu * mu).max(0.0);
+            mean[ch] = mu as f32;
+            inv_std[ch] = (1.0 / (var + stats.eps as f64).sqrt()) as f32;
+            let mom = stats.momentum;
+            stats.running_mean[ch] = (1.0 - mom) * stats.running_mean[ch] + mom * mu as f32;
+            let unbiased = var * m as f64 / (m - 1) as f64;
+            stats.running_var[ch] = (1.0 - mom) * stats.running_var[ch] + mom * unbiased as f32;
+        }
+        (mean, inv_std)
+    } else {
+        let inv_std = stats.running_var.iter().map(|&v| 1.0 / (v + stats.eps).sqrt()).collect();
+        (stats.running_mean.to_vec(), inv_std)
+    };
+    let alpha: Vec<f32> = (0..c).map(|ch| gamma.data()[ch] * inv_std[ch]).collect();
+    let shift: Vec<f32> = (0..c).map(|ch| beta.data()[ch] - mean[ch] * alpha[ch]).collect();
+    let mut y = vec![0.0f32; x.numel()];
+    per_sample(&mut y, x.data(), c * s, |ys, xs| {
+        for ch in 0..c {
+            let (a, b) = (alpha[ch], shift[ch]);
+            for (o, &v) in ys[ch * s..(ch + 1) * s].iter_mut().zip(&xs[ch * s..(ch + 1) * s]) {
+                *o = v * a + b;
+            }
+        }
+    });
+    let out = ArrayD::from_shape_vec(IxDyn(sh), y).expect("same shape");
+    let keep = is_recording(&[x, gamma, beta]);
+    Tensor::from_op(
+        out,
+        Op::BatchNorm {
+            x: x.clone(),
+            gamma: gamma.clone(),
+            beta: beta.clone(),
+            mean: if keep { mean } else { Vec::new() },
+            inv_std: if keep { inv_std } else { Vec::new() },
+            train,
+        },
+    )
+}
+
+/// `f` of every channel's values (its `N` planes of `s` floats, concatenated
+/// in batch order), computed in parallel over channels for large inputs.
+fn channel_sums(x: &[f32], n: usize, c: usize, s: usize, f: impl Fn(&[f32]) -> [f64; 2] + Sync) -> Vec<[f64; 2]> {
+    let one = |ch: usize| {
+        let mut acc = [0.0f64; 2];
+        for i in 0..n {
+            let r = f(&x[(i * c + ch) * s..(i * c + ch + 1) * s]);
+            acc[0] += r[0];
+            acc[1] += r[1];
+        }
+        acc
+    };
+    if x.len() >= PAR_MIN { (0..c).into_par_iter().map(one).collect() } else { (0..c).map(one).collect() }
+}
+
+/// `f(out_sample, in_sample)` for every batch sample of `len` floats.
+fn per_sample(out: &mut [f32], input: &[f32], len: usize, f: impl Fn(&mut [f32], &[f32]) + Sync) {
+    if len == 0 {
+        return;
+    }
+    if out.len() >= PAR_MIN {
+        out.par_chunks_mut(len).zip(input.par_chunks(len)).for_each(|(o, i)| f(o, i));
+    } else {
+        out.chunks_mut(len).zip(input.chunks(len)).for_each(|(o, i)| f(o, i));
+    }
+}
+
+/// `[dx, dγ, dβ]`. With `x̂ = (x - mean)·inv_std`: `dβ = Σ g`, `dγ = Σ g·x̂`;
+/// in train mode `dx = γ·inv_std·(g - dβ/M - x̂·dγ/M)` (the batch statistics
+/// depend on x), in eval mode `dx = γ·inv_std·g`.
+pub(crate) fn batch_norm_backward(
+    x: &Tensor,
+    gamma: &Tensor,
+    mean: &[f32],
+    inv_std: &[f32],
+    train: bool,
+    g: &ArrayD<f32>,
+) -> [ArrayD<f32>; 3] {
+    let sh = x.shape();
+    let (n, c) = (sh[0], sh[1]);
+    let s: usize = sh[2..].iter().product();
+    let m = (n * s) as f64;
+    let (xd, gd) = (x.data(), g.as_slice().expect("std"));
+    // Both sums per channel: Σ g and Σ g·(x - mean).
+    let sums: Vec<[f64; 2]> = {
+        let one = |ch: usize| {
+            let mu = mean[ch];
+            let mut acc = [0.0f64; 2];
+            for i in 0..n {
+                let r = (i * c + ch) * s..(i * c + ch + 1) * s;
+                for (&gv, &xv) in gd[r.clone()].iter().zip(&xd[r]) {
+                    acc[0] += gv as f64;
+                    acc[1] += gv as f64 * (xv - mu) as f64;
+                }
+            }
+            acc
+        };
+        if xd.len() >= PAR_MIN { (0..c).into_par_iter().map(one).collect() } else { (0..c).map(one).collect() }
+    };
+    let dbeta: Vec<f32> = sums.iter().map(|s| s[0] as f32).collect();
+    let dgamma: Vec<f32> = sums.iter().zip(inv_std).map(|(s, &is)| (s[1] * is as f64) as f32).collect();
+    let scale: Vec<f32> = (0..c).map(|ch| gamma.data()[ch] * inv_std[ch]).collect();
+    let (mean_g, proj): (Vec<f32>, Vec<f32>) = if train {
+        (0..c)
+            .map(|ch| {
+                let is = inv_std[ch] as f64;
+                ((sums[ch][0] / m) as f32, (sums[ch][1] * is * is / m) as f32)
+            })
+            .unzip()
+    } else {
+        (vec![0.0; c], vec![0.0; c])
+    };
+    let mut dx = vec![0.0f32; xd.len()];
+    let len = c * s;
+    let body = |(dxs, (gs, xs)): (&mut [f32], (&[f32], &[f32]))| {
+        for ch in 0..c {
+            let (mu, mg, pj, sc) = (mean[ch], mean_g[ch], proj[ch], scale[ch]);
+            let r = ch * s..(ch + 1) * s;
+            for ((o, &gv), &xv) in dxs[r.clone()].iter_mut().zip(&gs[r.clone()]).zip(&xs[r]) {
+                *o = (gv - mg - (xv - mu) * pj) * sc;
+            }
+        }
+    };
+    if len > 0 {
+        if xd.len() >= PAR_MIN {
+            dx.par_chunks_mut(len).zip(gd.par_chunks(len).zip(xd.par_chunks(len))).for_each(body);
+        } else {
+            dx.chunks_mut(len).zip(gd.chunks(len).zip(xd.chunks(len))).for_each(body);
+        }
+    }
+    [
+        ArrayD::from_shape_vec(IxDyn(sh), dx).expect("shape of x"),
+        ArrayD::from_shape_vec(IxDyn(&[c]), dgamma).expect("c"),
+        ArrayD::from_shape_vec(IxDyn(&[c]), dbeta).expect("c"),
+    ]
+}

@@ -1,0 +1,49 @@
+//! Optimisers matching `torch.optim` step for step (single-tensor CPU path):
+//! [`Adam`] and [`Sgd`] (momentum, Nesterov). Both keep per-parameter state
+//! keyed by the parameter's dotted name, so it survives checkpoints and
+//! reloads.
+//!
+//! `zero_grad`: gradients are not stored on parameters here. Every
+//! `backward()` returns a fresh [`Grads`](crate::autograd::Grads) — the
+//! equivalent of zeroing before each step. To accumulate over several
+//! backward passes, `merge` them into one `Grads` and `clear` it after the step.
+
+mod adam;
+mod sgd;
+
+pub use adam::Adam;
+pub use sgd::Sgd;
+
+use anyhow::Result;
+
+use crate::autograd::Grads;
+use crate::nn::{Entry, Module, StateDict};
+
+/// A gradient-descent rule with per-parameter state.
+pub trait Optimizer {
+    /// Update every parameter of `model` that has a gradient in `grads`
+    /// (parameters the loss did not reach are left alone, as PyTorch does
+    /// for `grad is None`).
+    fn step(&mut self, model: &mut dyn Module, grads: &Grads);
+    fn lr(&self) -> f32;
+    fn set_lr(&mut self, lr: f32);
+    /// The per-parameter state as `<param name>.<slot>` entries.
+    fn state_dict(&self) -> StateDict;
+    /// Restore what [`Optimizer::state_dict`] produced.
+    fn load_state_dict(&mut self, sd: &StateDict) -> Result<()>;
+}
+
+/// Call `update(name, value, grad)` for every parameter with a gradient.
+fn for_each_param_with_grad(
+    model: &mut dyn Module,
+    grads: &Grads,
+    mut update: impl FnMut(&str, &mut ndarray::ArrayD<f32>, &ndarray::ArrayD<f32>),
+) {
+    model.visit(&mut |name, e| {
+        if let Entry::Param(t) = e
+            && let Some(g) = grads.get(t)
+        {
+            t.update(|w| update(name, w, g));
+        }
+    });
+}
