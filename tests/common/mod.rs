@@ -1,0 +1,65 @@
+//! Helpers for tests that compare against the PyTorch reference fixtures in
+//! `../shared/fixtures/torch/` (override with `MORPHGRAD_FIXTURES`).
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use morphgrad::io::read_npy;
+use ndarray::ArrayD;
+
+/// The fixture folder of `case`, or `None` (after printing why) when the
+/// fixtures are not on this machine.
+pub fn fixture(case: &str) -> Option<PathBuf> {
+    let root = std::env::var_os("MORPHGRAD_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/torch"));
+    let dir = root.join(case);
+    if dir.is_dir() {
+        Some(dir)
+    } else {
+        eprintln!("SKIP {case}: fixture folder {} is absent (set MORPHGRAD_FIXTURES to run this test)", dir.display());
+        None
+    }
+}
+
+/// The `params` object of a case in the fixtures' `manifest.json`.
+pub fn manifest_params(case: &str) -> serde_json::Value {
+    let dir = fixture(case).expect("fixture present");
+    let text = std::fs::read_to_string(dir.parent().unwrap().join("manifest.json")).expect("manifest.json");
+    let m: serde_json::Value = serde_json::from_str(&text).expect("manifest parses");
+    m["cases"].as_array().unwrap().iter().find(|c| c["name"] == case).expect("case listed")["params"].clone()
+}
+
+pub fn f32s(dir: &Path, name: &str) -> ArrayD<f32> {
+    read_npy::<f32>(&dir.join(format!("{name}.npy"))).unwrap()
+}
+
+pub fn i64s(dir: &Path, name: &str) -> ArrayD<i64> {
+    read_npy::<i64>(&dir.join(format!("{name}.npy"))).unwrap()
+}
+
+pub fn u8s(dir: &Path, name: &str) -> ArrayD<u8> {
+    read_npy::<u8>(&dir.join(format!("{name}.npy"))).unwrap()
+}
+
+/// Assert `|actual - expected| <= atol + rtol * max|expected|` element-wise
+/// (tolerance relative to the tensor's scale, the fixtures' convention).
+pub fn assert_close(what: &str, actual: &ArrayD<f32>, expected: &ArrayD<f32>, atol: f32, rtol: f32) {
+    assert_eq!(actual.shape(), expected.shape(), "{what}: shape");
+    let scale = expected.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let tol = atol + rtol * scale;
+    let (mut worst, mut at) = (0.0f32, 0);
+    for (i, (a, e)) in actual.iter().zip(expected).enumerate() {
+        let d = (a - e).abs();
+        if d > worst || d.is_nan() {
+            worst = d;
+            at = i;
+        }
+    }
+    assert!(
+        worst <= tol,
+        "{what}: max |diff| {worst:.3e} at flat index {at} (actual {}, expected {}) exceeds {tol:.3e} (atol {atol:e} + rtol {rtol:e} × scale {scale:.3e})",
+        actual.iter().nth(at).unwrap(),
+        expected.iter().nth(at).unwrap()
+    );
+}
