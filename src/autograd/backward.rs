@@ -52,11 +52,18 @@ impl Grads {
 /// receives the sum of the gradients of its uses.
 pub fn backward(root: &Tensor) -> Grads {
     assert_eq!(root.numel(), 1, "backward() needs a one-element output, got shape {:?}", root.shape());
+    backward_with(root, ArrayD::from_elem(IxDyn(root.shape()), 1.0))
+}
+
+/// Vector-Jacobian product: back-propagate a given upstream gradient
+/// `grad_root` (shaped like `root`), i.e. the gradients of `Σ root ⊙ grad_root`.
+pub fn backward_with(root: &Tensor, grad_root: Grad) -> Grads {
+    assert_eq!(grad_root.shape(), root.shape(), "backward_with: upstream gradient shape");
     let mut grads = Grads::default();
     if !root.requires_grad() {
         return grads;
     }
-    grads.0.insert(root.id(), ArrayD::from_elem(IxDyn(root.shape()), 1.0));
+    grads.0.insert(root.id(), grad_root);
     for node in topological_order(root).iter().rev() {
         let Some(op) = node.op() else { continue };
         let Some(g) = grads.0.remove(&node.id()) else { continue };
@@ -104,7 +111,7 @@ fn input_grads<'a>(op: &'a Op, out: &Tensor, g: &Grad) -> Vec<(&'a Tensor, Grad)
     match op {
         Op::Arith(kind, a, b) => {
             let [ga, gb] = elementwise::arith_backward(*kind, a, b, g);
-            vec![(a, ga), (b, gb)]
+            some(vec![(a, ga), (b, gb)])
         }
         Op::Scale(x, c) => vec![(x, g.mapv(|v| v * c))],
         Op::Relu(x) => vec![(x, elementwise::relu_backward(out.value(), g))],
@@ -112,7 +119,7 @@ fn input_grads<'a>(op: &'a Op, out: &Tensor, g: &Grad) -> Vec<(&'a Tensor, Grad)
         Op::Reshape(x) => vec![(x, g.clone().into_shape_with_order(IxDyn(x.shape())).expect("same size"))],
         Op::Permute(x, axes) => vec![(x, shape::permute_backward(axes, g))],
         Op::Concat(xs, axis) => xs.iter().zip(shape::concat_backward(xs, *axis, g)).collect(),
-        Op::SumAll(x) => vec![(x, ArrayD::from_elem(IxDyn(x.shape()), g.iter().sum()))],
+        Op::SumAll(x) => vec![(x, ArrayD::from_elem(IxDyn(x.shape()), scalar(g)))],
         Op::SumAxis(x, axis) => vec![(x, reduce::sum_axis_backward(x.shape(), *axis, g))],
         Op::MaxAxis { x, axis, argmax } => vec![(x, reduce::max_axis_backward(x.shape(), *axis, argmax, g))],
         Op::MatMul(a, b) => {

@@ -101,8 +101,14 @@ pub fn col2im(col: &[f32], s: &ConvShape, ld: usize, col_off: usize, gx: &mut [f
                     let ih = oh * s.stride + ki - s.pad;
                     let dst = &mut plane[ih * s.w..(ih + 1) * s.w];
                     let from = &src[oh * wout..(oh + 1) * wout];
-                    for ow in ow_lo..ow_hi {
-                        dst[ow * s.stride + kj - s.pad] += from[ow];
+                    if s.stride == 1 {
+                        let iw0 = ow_lo + kj - s.pad;
+                        let d = &mut dst[iw0..iw0 + (ow_hi - ow_lo)];
+                        d.iter_mut().zip(&from[ow_lo..ow_hi]).for_each(|(d, v)| *d += v);
+                    } else {
+                        for ow in ow_lo..ow_hi {
+                            dst[ow * s.stride + kj - s.pad] += from[ow];
+                        }
                     }
                 }
             }

@@ -60,9 +60,6 @@ fn arith(a: &Tensor, b: &Tensor, kind: Arith) -> Tensor {
 
 /// Sum `g` (shaped like a broadcast result) back down to `shape`.
 pub fn unbroadcast(g: &ArrayD<f32>, shape: &[usize]) -> ArrayD<f32> {
-    if g.shape() == shape {
-        return g.clone();
-    }
     let mut g = g.clone();
     while g.ndim() > shape.len() {
         g = g.sum_axis(Axis(0));
@@ -75,23 +72,41 @@ pub fn unbroadcast(g: &ArrayD<f32>, shape: &[usize]) -> ArrayD<f32> {
     g
 }
 
-/// Gradients of `a ∘ b` for ∘ in {+, −, ×, ÷}:
+/// Gradients of `a ∘ b` for ∘ in {+, −, ×, ÷}, for the inputs that need one:
 /// `d(a+b) = g, g`; `d(a−b) = g, −g`; `d(ab) = g·b, g·a`; `d(a/b) = g/b, −g·a/b²`.
-pub(crate) fn arith_backward(kind: Arith, a: &Tensor, b: &Tensor, g: &ArrayD<f32>) -> [ArrayD<f32>; 2] {
+pub(crate) fn arith_backward(kind: Arith, a: &Tensor, b: &Tensor, g: &ArrayD<f32>) -> [Option<ArrayD<f32>>; 2] {
     let shape = g.shape().to_vec();
-    let av = || a.value().broadcast(IxDyn(&shape)).expect("forward broadcast");
-    let bv = || b.value().broadcast(IxDyn(&shape)).expect("forward broadcast");
-    let (ga, gb) = match kind {
-        Arith::Add => (g.clone(), g.clone()),
-        Arith::Sub => (g.clone(), g.mapv(|v| -v)),
-        Arith::Mul => (g * &bv(), g * &av()),
-        Arith::Div => {
-            let ga = g / &bv();
-            let gb = ndarray::Zip::from(g).and(&av()).and(&bv()).map_collect(|&g, &a, &b| -g * a / (b * b));
-            (ga, gb)
-        }
+    // Both operands at the output's shape, as contiguous slices (copied only when broadcast).
+    let (av, bv) = (at_shape(a, &shape), at_shape(b, &shape));
+    let (gs, avs, bvs) = (g.as_slice().expect("std"), &av[..], &bv[..]);
+    let back = |v: Vec<f32>, t: &Tensor| {
+        unbroadcast(&ArrayD::from_shape_vec(IxDyn(&shape), v).expect("output shape"), t.shape())
     };
-    [unbroadcast(&ga, a.shape()), unbroadcast(&gb, b.shape())]
+    let ga = a.requires_grad().then(|| match kind {
+        Arith::Add | Arith::Sub => unbroadcast(g, a.shape()),
+        Arith::Mul => back(kernels::zip_map(gs, bvs, |g, b| g * b), a),
+        Arith::Div => back(kernels::zip_map(gs, bvs, |g, b| g / b), a),
+    });
+    let gb = b.requires_grad().then(|| match kind {
+        Arith::Add => unbroadcast(g, b.shape()),
+        Arith::Sub => back(kernels::map(gs, |g| -g), b),
+        Arith::Mul => back(kernels::zip_map(gs, avs, |g, a| g * a), b),
+        Arith::Div => {
+            let q = kernels::zip_map(avs, bvs, |a, b| a / (b * b));
+            back(kernels::zip_map(gs, &q, |g, q| -g * q), b)
+        }
+    });
+    [ga, gb]
+}
+
+/// The values of `t` broadcast to `shape`, borrowed when no broadcast is needed.
+fn at_shape<'a>(t: &'a Tensor, shape: &[usize]) -> std::borrow::Cow<'a, [f32]> {
+    if t.shape() == shape {
+        t.data().into()
+    } else {
+        let v = t.value().broadcast(IxDyn(shape)).expect("forward broadcast");
+        v.iter().copied().collect::<Vec<f32>>().into()
+    }
 }
 
 impl Tensor {

@@ -85,6 +85,7 @@ impl Tensor {
     /// The result of an op. The op (and with it the inputs it holds) is kept
     /// only when gradients are being recorded and some input needs one.
     pub(crate) fn from_op(value: ArrayD<f32>, op: Op) -> Tensor {
+        crate::kernels::tune_allocator();
         let record = autograd::is_recording(&op.inputs());
         Tensor(Arc::new(Node {
             id: TensorId::fresh(),
@@ -144,6 +145,12 @@ impl Tensor {
     /// gradient of every leaf that requires one. See [`autograd::backward`].
     pub fn backward(&self) -> Grads {
         autograd::backward(self)
+    }
+
+    /// Back-propagate an upstream gradient shaped like `self` (a
+    /// vector-Jacobian product). See [`autograd::backward_with`].
+    pub fn backward_with(&self, grad: ArrayD<f32>) -> Grads {
+        autograd::backward_with(self, grad)
     }
 
     /// Change the values of a leaf in place (optimiser steps, pruning,

@@ -1,0 +1,22 @@
+//! `gemm/sgemm_512`: one 512×512×512 single-precision GEMM through our
+//! wrapper. Throughput is reported in elements/s where one element = one
+//! FLOP, i.e. read "Gelem/s" as GFLOP/s.
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use morphgrad::kernels::gemm::{MatRef, gemm_into};
+
+fn sgemm_512(c: &mut Criterion) {
+    let n = 512;
+    let a: Vec<f32> = (0..n * n).map(|i| (i % 7) as f32 * 0.1).collect();
+    let b: Vec<f32> = (0..n * n).map(|i| (i % 5) as f32 * 0.2).collect();
+    let mut out = vec![0.0f32; n * n];
+    let mut g = c.benchmark_group("gemm");
+    g.throughput(Throughput::Elements(2 * (n * n * n) as u64));
+    g.bench_function("sgemm_512", |bch| {
+        bch.iter(|| gemm_into(1.0, MatRef::new(&a, n, n), MatRef::new(&b, n, n), 0.0, &mut out))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, sgemm_512);
+criterion_main!(benches);
