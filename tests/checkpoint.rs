@@ -19,7 +19,8 @@ impl Tiny {
         Tiny { block: ConvBlock::new(2, 3, &mut rng), fc: Linear::new(3, 4, true, &mut rng) }
     }
     fn loss(&mut self, ctx: &Ctx) -> Tensor {
-        let x = Tensor::new(ArrayD::from_shape_fn(IxDyn(&[4, 2, 4, 4]), |i| (i[0] + 2 * i[1] + i[2] * i[3]) as f32 * 0.1));
+        let x =
+            Tensor::new(ArrayD::from_shape_fn(IxDyn(&[4, 2, 4, 4]), |i| (i[0] + 2 * i[1] + i[2] * i[3]) as f32 * 0.1));
         let h = self.block.forward(&x, ctx).global_max_pool();
         ops::cross_entropy(&self.fc.forward(&h), &[0, 1, 2, 3])
     }

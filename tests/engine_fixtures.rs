@@ -7,11 +7,11 @@
 mod common;
 
 use common::*;
+use morphgrad::Tensor;
 use morphgrad::autograd::Grads;
 use morphgrad::nn::{Entry, Module};
 use morphgrad::ops::{self, BatchNormStats};
 use morphgrad::optim::{Adam, Optimizer, Sgd};
-use morphgrad::Tensor;
 use ndarray::ArrayD;
 
 const FWD: (f32, f32) = (1e-5, 1e-5);
@@ -32,7 +32,13 @@ fn conv2d_matches_torch() {
         assert_close(&format!("{case} y"), y.value(), &f32s(&d, "y"), FWD.0, FWD.1);
         let g = vjp(&y, &f32s(&d, "grad_y"));
         for (t, name) in [(&x, "x"), (&w, "weight"), (&b, "bias")] {
-            assert_close(&format!("{case} grad.{name}"), g.get(t).unwrap(), &f32s(&d, &format!("grad.{name}")), GRAD.0, GRAD.1);
+            assert_close(
+                &format!("{case} grad.{name}"),
+                g.get(t).unwrap(),
+                &f32s(&d, &format!("grad.{name}")),
+                GRAD.0,
+                GRAD.1,
+            );
         }
     }
 }
@@ -57,7 +63,13 @@ fn batchnorm_matches_torch_in_train_and_eval_mode() {
         assert_close(&format!("{case} y"), y.value(), &f32s(&d, "y"), FWD.0, FWD.1);
         let g = vjp(&y, &f32s(&d, "grad_y"));
         for (t, name) in [(&x, "x"), (&gamma, "weight"), (&beta, "bias")] {
-            assert_close(&format!("{case} grad.{name}"), g.get(t).unwrap(), &f32s(&d, &format!("grad.{name}")), GRAD.0, GRAD.1);
+            assert_close(
+                &format!("{case} grad.{name}"),
+                g.get(t).unwrap(),
+                &f32s(&d, &format!("grad.{name}")),
+                GRAD.0,
+                GRAD.1,
+            );
         }
         if train {
             assert_close(&format!("{case} running_mean"), &rm, &f32s(&d, "after.running_mean"), 1e-6, 1e-6);

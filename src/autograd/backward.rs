@@ -152,6 +152,16 @@ fn input_grads<'a>(op: &'a Op, out: &Tensor, g: &Grad) -> Vec<(&'a Tensor, Grad)
             vec![(logits, loss::cross_entropy_backward(logits.shape(), labels, probs, scalar(g)))]
         }
         Op::Bce { probs, target } => vec![(probs, loss::bce_backward(probs, target, scalar(g)))],
+        Op::MaxPlus { x, weight, bias, winners } => {
+            let [gx, gw, gb] = maxplus::maxplus_backward(x, weight, bias.as_ref(), winners, g);
+            let mut v = vec![(x, gx), (weight, gw)];
+            v.extend(bias.as_ref().map(|b| (b, gb)));
+            some(v)
+        }
+        Op::SparseMaxPlus { x, pattern, values, bias, winners } => {
+            let [gx, gv, gb] = maxplus::sparse_maxplus_backward(x, pattern, values, bias, winners, g);
+            some(vec![(x, gx), (values, gv), (bias, gb)])
+        }
     }
 }
 

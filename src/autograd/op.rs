@@ -3,7 +3,11 @@
 //! indices, batch statistics, dropout masks). Its gradient rule is one arm of
 //! the `match` in [`super::backward`].
 
+use std::sync::Arc;
+
 use ndarray::ArrayD;
+
+use crate::kernels::maxplus::sparse::Csr;
 
 use crate::ops::elementwise::Arith;
 use crate::tensor::Tensor;
@@ -21,20 +25,71 @@ pub enum Op {
     SumAll(Tensor),
     SumAxis(Tensor, usize),
     /// Max over `axis`; `argmax` holds the winning index of every output.
-    MaxAxis { x: Tensor, axis: usize, argmax: Vec<u32> },
+    MaxAxis {
+        x: Tensor,
+        axis: usize,
+        argmax: Vec<u32>,
+    },
     MatMul(Tensor, Tensor),
     /// `x Wᵀ + b`.
-    Linear { x: Tensor, weight: Tensor, bias: Option<Tensor> },
-    Conv2d { x: Tensor, weight: Tensor, bias: Option<Tensor>, stride: usize, padding: usize },
+    Linear {
+        x: Tensor,
+        weight: Tensor,
+        bias: Option<Tensor>,
+    },
+    Conv2d {
+        x: Tensor,
+        weight: Tensor,
+        bias: Option<Tensor>,
+        stride: usize,
+        padding: usize,
+    },
     /// `argmax[o]`: flat index, within its input plane, of output `o`'s winner.
-    MaxPool2d { x: Tensor, argmax: Vec<u32> },
+    MaxPool2d {
+        x: Tensor,
+        argmax: Vec<u32>,
+    },
     /// Per-channel statistics used to normalise (batch or running ones).
-    BatchNorm { x: Tensor, gamma: Tensor, beta: Tensor, mean: Vec<f32>, inv_std: Vec<f32>, train: bool },
+    BatchNorm {
+        x: Tensor,
+        gamma: Tensor,
+        beta: Tensor,
+        mean: Vec<f32>,
+        inv_std: Vec<f32>,
+        train: bool,
+    },
     /// `mask` is `1/(1-p)` where kept, 0 where dropped.
-    Dropout { x: Tensor, mask: Vec<f32> },
+    Dropout {
+        x: Tensor,
+        mask: Vec<f32>,
+    },
     LogSoftmax(Tensor),
-    CrossEntropy { logits: Tensor, labels: Vec<usize>, probs: Vec<f32> },
-    Bce { probs: Tensor, target: Tensor },
+    CrossEntropy {
+        logits: Tensor,
+        labels: Vec<usize>,
+        probs: Vec<f32>,
+    },
+    Bce {
+        probs: Tensor,
+        target: Tensor,
+    },
+    /// Dense max-plus; `winners[n*out + j]` is the winning input index, or
+    /// `in` when the bias won.
+    MaxPlus {
+        x: Tensor,
+        weight: Tensor,
+        bias: Option<Tensor>,
+        winners: Vec<u32>,
+    },
+    /// Sparse max-plus; `winners` holds entry indices into `values` (or
+    /// `kernels::maxplus::NONE` for the bias).
+    SparseMaxPlus {
+        x: Tensor,
+        pattern: Arc<Csr>,
+        values: Tensor,
+        bias: Tensor,
+        winners: Vec<u32>,
+    },
 }
 
 impl Op {
@@ -54,7 +109,9 @@ impl Op {
             | Op::Dropout { x, .. }
             | Op::LogSoftmax(x) => vec![x],
             Op::Concat(xs, _) => xs.iter().collect(),
-            Op::Linear { x, weight, bias } | Op::Conv2d { x, weight, bias, .. } => {
+            Op::Linear { x, weight, bias }
+            | Op::Conv2d { x, weight, bias, .. }
+            | Op::MaxPlus { x, weight, bias, .. } => {
                 let mut v = vec![x, weight];
                 v.extend(bias);
                 v
@@ -62,6 +119,7 @@ impl Op {
             Op::BatchNorm { x, gamma, beta, .. } => vec![x, gamma, beta],
             Op::CrossEntropy { logits, .. } => vec![logits],
             Op::Bce { probs, target } => vec![probs, target],
+            Op::SparseMaxPlus { x, values, bias, .. } => vec![x, values, bias],
         }
     }
 
@@ -89,6 +147,8 @@ impl Op {
             Op::LogSoftmax(_) => "log_softmax",
             Op::CrossEntropy { .. } => "cross_entropy",
             Op::Bce { .. } => "binary_cross_entropy",
+            Op::MaxPlus { .. } => "maxplus",
+            Op::SparseMaxPlus { .. } => "sparse_maxplus",
         }
     }
 }

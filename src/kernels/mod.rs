@@ -5,6 +5,7 @@
 
 pub mod gemm;
 pub mod im2col;
+pub mod maxplus;
 
 use rayon::prelude::*;
 
@@ -38,13 +39,13 @@ pub fn zip_map(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<
             *o = f(x, y);
         }
     } else {
-        out.par_chunks_mut(PAR_CHUNK)
-            .zip(a.par_chunks(PAR_CHUNK).zip(b.par_chunks(PAR_CHUNK)))
-            .for_each(|(o, (x, y))| {
+        out.par_chunks_mut(PAR_CHUNK).zip(a.par_chunks(PAR_CHUNK).zip(b.par_chunks(PAR_CHUNK))).for_each(
+            |(o, (x, y))| {
                 for ((o, &x), &y) in o.iter_mut().zip(x).zip(y) {
                     *o = f(x, y);
                 }
-            });
+            },
+        );
     }
     out
 }

@@ -11,6 +11,7 @@ use ndarray::ArrayD;
 use rand::SeedableRng;
 use rand::rngs::Xoshiro256PlusPlus;
 
+use super::morph::SparseWeight;
 use crate::tensor::Tensor;
 
 /// One named piece of state, handed out mutably by [`Module::visit`].
@@ -21,6 +22,9 @@ pub enum Entry<'a> {
     Buffer(&'a mut ArrayD<f32>),
     /// An integer counter such as `num_batches_tracked`.
     Counter(&'a mut i64),
+    /// A sparse max-plus weight: learnable values of its active entries.
+    /// In a state dict it appears dense, `[out, in]`, `-∞` where inactive.
+    Sparse(&'a mut SparseWeight),
 }
 
 /// A value of a state dict.
@@ -64,6 +68,7 @@ pub trait ModuleExt: Module {
                 Entry::Param(t) => StateValue::F32(t.value().clone()),
                 Entry::Buffer(a) => StateValue::F32(a.clone()),
                 Entry::Counter(c) => StateValue::I64(ArrayD::from_elem(ndarray::IxDyn(&[]), *c)),
+                Entry::Sparse(w) => StateValue::F32(w.to_dense(f32::NEG_INFINITY)),
             };
             sd.insert(name.to_string(), v);
         });
@@ -73,6 +78,8 @@ pub trait ModuleExt: Module {
     /// Replace every parameter and buffer with the entry of the same name.
     /// Strict: a missing name, an unexpected name, a wrong shape or a wrong
     /// dtype is an error listing all offenders; on error nothing changes.
+    /// A sparse weight takes its pattern from the dense matrix it is given
+    /// (entries `<= -1e8` or `-∞` are inactive).
     fn load_state_dict(&mut self, sd: &StateDict) -> Result<()> {
         let mut problems = Vec::new();
         let mut expected = Vec::new();
@@ -82,10 +89,11 @@ pub trait ModuleExt: Module {
                 Entry::Param(t) => t.shape().to_vec(),
                 Entry::Buffer(a) => a.shape().to_vec(),
                 Entry::Counter(_) => vec![],
+                Entry::Sparse(w) => w.shape().to_vec(),
             };
             match (sd.get(name), &e) {
                 (None, _) => problems.push(format!("missing `{name}` (shape {want:?})")),
-                (Some(StateValue::I64(_)), Entry::Param(_) | Entry::Buffer(_)) => {
+                (Some(StateValue::I64(_)), Entry::Param(_) | Entry::Buffer(_) | Entry::Sparse(_)) => {
                     problems.push(format!("`{name}` holds int64 values, expected float32"))
                 }
                 (Some(StateValue::F32(_)), Entry::Counter(_)) => {
@@ -109,18 +117,19 @@ pub trait ModuleExt: Module {
             (Entry::Param(t), StateValue::F32(a)) => *t = Tensor::param(a.clone()),
             (Entry::Buffer(b), StateValue::F32(a)) => *b = a.clone(),
             (Entry::Counter(c), StateValue::I64(a)) => *c = *a.iter().next().expect("one value"),
+            (Entry::Sparse(w), StateValue::F32(a)) => *w = SparseWeight::from_dense(a).expect("shape checked"),
             _ => unreachable!("checked above"),
         });
         Ok(())
     }
 
-    /// Number of learnable scalars.
+    /// Number of learnable scalars (active entries only, for sparse weights).
     fn num_params(&mut self) -> usize {
         let mut n = 0;
-        self.visit(&mut |_, e| {
-            if let Entry::Param(t) = e {
-                n += t.numel();
-            }
+        self.visit(&mut |_, e| match e {
+            Entry::Param(t) => n += t.numel(),
+            Entry::Sparse(w) => n += w.values.numel(),
+            _ => {}
         });
         n
     }
@@ -129,7 +138,7 @@ pub trait ModuleExt: Module {
     fn param_names(&mut self) -> Vec<String> {
         let mut names = Vec::new();
         self.visit(&mut |name, e| {
-            if let Entry::Param(_) = e {
+            if let Entry::Param(_) | Entry::Sparse(_) = e {
                 names.push(name.to_string());
             }
         });

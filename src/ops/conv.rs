@@ -66,10 +66,7 @@ pub fn conv2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, stride: usize,
         }
     });
     let out = ArrayD::from_shape_vec(IxDyn(&[geo.n, cout, s.hout(), s.wout()]), y).expect("sizes agree");
-    Tensor::from_op(
-        out,
-        Op::Conv2d { x: x.clone(), weight: weight.clone(), bias: bias.cloned(), stride, padding },
-    )
+    Tensor::from_op(out, Op::Conv2d { x: x.clone(), weight: weight.clone(), bias: bias.cloned(), stride, padding })
 }
 
 /// Shapes of one convolution call, validated.

@@ -133,10 +133,10 @@ impl Tensor {
         Tensor::from_op(shaped(self, v), Op::Scale(self.clone(), c))
     }
 
-    /// `max(x, 0)`; backward passes `g` where `y > 0` (PyTorch's rule: the
-    /// gradient at exactly 0 is 0).
+    /// `max(x, 0)` (NaN stays NaN); backward passes `g` where `y > 0`
+    /// (PyTorch's rule: the gradient at exactly 0 is 0).
     pub fn relu(&self) -> Tensor {
-        let v = kernels::map(self.data(), |x| if x > 0.0 { x } else if x.is_nan() { x } else { 0.0 });
+        let v = kernels::map(self.data(), |x| if x > 0.0 || x.is_nan() { x } else { 0.0 });
         Tensor::from_op(shaped(self, v), Op::Relu(self.clone()))
     }
 
@@ -158,7 +158,8 @@ pub fn sigmoid(x: f32) -> f32 {
 }
 
 pub(crate) fn relu_backward(y: &ArrayD<f32>, g: &ArrayD<f32>) -> ArrayD<f32> {
-    let v = kernels::zip_map(y.as_slice().expect("std"), g.as_slice().expect("std"), |y, g| if y > 0.0 { g } else { 0.0 });
+    let v =
+        kernels::zip_map(y.as_slice().expect("std"), g.as_slice().expect("std"), |y, g| if y > 0.0 { g } else { 0.0 });
     ArrayD::from_shape_vec(y.raw_dim(), v).expect("same shape")
 }
 

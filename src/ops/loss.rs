@@ -90,7 +90,13 @@ pub(crate) fn cross_entropy_backward(shape: &[usize], labels: &[usize], probs: &
 /// `torch.nn.BCELoss`; backward `(p - t) / max(p(1-p), 1e-12) / numel`.
 /// `probs` must lie in `[0, 1]` and have the shape of `target`.
 pub fn binary_cross_entropy(probs: &Tensor, target: &Tensor) -> Tensor {
-    assert_eq!(probs.shape(), target.shape(), "binary_cross_entropy: probabilities {:?} vs targets {:?}", probs.shape(), target.shape());
+    assert_eq!(
+        probs.shape(),
+        target.shape(),
+        "binary_cross_entropy: probabilities {:?} vs targets {:?}",
+        probs.shape(),
+        target.shape()
+    );
     if let Some(p) = probs.data().iter().find(|p| !(0.0..=1.0).contains(*p)) {
         panic!("binary_cross_entropy: input {p} is not a probability in [0, 1] (apply sigmoid first)");
     }
@@ -110,11 +116,7 @@ pub fn binary_cross_entropy(probs: &Tensor, target: &Tensor) -> Tensor {
 
 pub(crate) fn bce_backward(probs: &Tensor, target: &Tensor, g: f32) -> ArrayD<f32> {
     let scale = g / probs.numel().max(1) as f32;
-    let gx = probs
-        .data()
-        .iter()
-        .zip(target.data())
-        .map(|(&p, &t)| scale * (p - t) / ((1.0 - p) * p).max(1e-12))
-        .collect();
+    let gx =
+        probs.data().iter().zip(target.data()).map(|(&p, &t)| scale * (p - t) / ((1.0 - p) * p).max(1e-12)).collect();
     ArrayD::from_shape_vec(IxDyn(probs.shape()), gx).expect("shape of probs")
 }

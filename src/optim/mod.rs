@@ -40,9 +40,12 @@ fn for_each_param_with_grad(
     mut update: impl FnMut(&str, &mut ndarray::ArrayD<f32>, &ndarray::ArrayD<f32>),
 ) {
     model.visit(&mut |name, e| {
-        if let Entry::Param(t) = e
-            && let Some(g) = grads.get(t)
-        {
+        let t = match e {
+            Entry::Param(t) => t,
+            Entry::Sparse(w) => &mut w.values,
+            Entry::Buffer(_) | Entry::Counter(_) => return,
+        };
+        if let Some(g) = grads.get(t) {
             t.update(|w| update(name, w, g));
         }
     });

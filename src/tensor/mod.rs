@@ -51,24 +51,14 @@ impl Tensor {
     }
 
     fn leaf(value: ArrayD<f32>, requires_grad: bool) -> Tensor {
-        Tensor(Arc::new(Node {
-            id: TensorId::fresh(),
-            value: standard(value),
-            op: None,
-            requires_grad,
-        }))
+        Tensor(Arc::new(Node { id: TensorId::fresh(), value: standard(value), op: None, requires_grad }))
     }
 
     /// A constant from a flat row-major buffer. Panics when `data.len()` is
     /// not the product of `shape`.
     pub fn from_vec(shape: &[usize], data: Vec<f32>) -> Tensor {
         let n: usize = shape.iter().product();
-        assert_eq!(
-            n,
-            data.len(),
-            "Tensor::from_vec: shape {shape:?} holds {n} values, got {}",
-            data.len()
-        );
+        assert_eq!(n, data.len(), "Tensor::from_vec: shape {shape:?} holds {n} values, got {}", data.len());
         Tensor::new(ArrayD::from_shape_vec(IxDyn(shape), data).expect("checked length"))
     }
 
@@ -174,11 +164,7 @@ impl Tensor {
 }
 
 fn standard(value: ArrayD<f32>) -> ArrayD<f32> {
-    if value.is_standard_layout() {
-        value
-    } else {
-        value.as_standard_layout().into_owned()
-    }
+    if value.is_standard_layout() { value } else { value.as_standard_layout().into_owned() }
 }
 
 impl fmt::Debug for Tensor {

@@ -1,0 +1,315 @@
+//! Max-plus ("tropical") matrix products, the heart of a morphological layer:
+//!
+//! ```text
+//! y[n, j] = max( b[j], max_i x[n, i] + W[j, i] )      winner[n, j] = argmax
+//! ```
+//!
+//! * [`scalar`] — the definition, one candidate at a time; the reference.
+//! * [`avx512`], [`avx2`] — the same results, bit for bit, 16 or 8 outputs per
+//!   instruction (picked at run time; see [`Isa`]).
+//! * [`sparse`] — only the active weights of a sparse layer (CSR rows).
+//!
+//! **Winner rule** (PyTorch's `torch.max` on CPU): the lowest index among
+//! exact ties wins; the bias is the last candidate (index `n_in`), so it wins
+//! only when strictly greater than every `x + W`. The backward pass sends
+//! the whole upstream gradient to the winner ([`scatter_grads`]).
+//!
+//! **NaN / +∞ policy**: the SIMD kernels assume finite inputs, `-∞` weights
+//! allowed (that is how masked/pruned weights are stored). If `x` holds a
+//! non-finite value or `W`/`b` a NaN or `+∞`, [`forward`] takes the scalar
+//! path, which propagates NaN like `torch.max` (the first NaN wins).
+//!
+//! **How the SIMD kernels track winners cheaply.** Keeping an index per lane
+//! on every candidate doubles the instruction count. Instead the `i` loop is
+//! cut into blocks of [`BLOCK`] inputs: inside a block only `add` + `max`
+//! run; at the end of a block one compare decides, per output, whether this
+//! block beat the best so far (strictly — so earlier blocks win ties) and
+//! records the block number. Afterwards a short re-scan of the winning block
+//! finds the first `i` whose `x + W` equals the maximum: exactly the lowest
+//! index attaining it, as in [`scalar`].
+
+pub mod avx2;
+pub mod avx512;
+pub mod scalar;
+pub mod sparse;
+
+use rayon::prelude::*;
+
+/// Sizes of one max-plus product: `x [batch, n_in]`, `W [n_out, n_in]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dims {
+    pub batch: usize,
+    pub n_in: usize,
+    pub n_out: usize,
+}
+
+/// "No candidate" (only when `n_in == 0` and there is no bias).
+pub const NONE: u32 = u32::MAX;
+
+/// Inputs per winner-tracking block of the SIMD kernels: one AVX-512
+/// register, so the re-scan of a block is a single compare.
+pub const BLOCK: usize = 16;
+
+/// Instruction sets with a max-plus kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Isa {
+    Scalar,
+    Avx2,
+    Avx512,
+}
+
+impl Isa {
+    /// The best kernel this CPU runs. `MORPHGRAD_ISA=scalar|avx2|avx512`
+    /// overrides it (capped at what the CPU supports).
+    pub fn detect() -> Isa {
+        static CHOSEN: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
+        *CHOSEN.get_or_init(|| {
+            let best = Isa::available().into_iter().last().unwrap_or(Isa::Scalar);
+            match std::env::var("MORPHGRAD_ISA").ok().as_deref() {
+                Some("scalar") => Isa::Scalar,
+                Some("avx2") if Isa::Avx2.is_available() => Isa::Avx2,
+                _ => best,
+            }
+        })
+    }
+
+    /// Every kernel this CPU can run, slowest first.
+    pub fn available() -> Vec<Isa> {
+        [Isa::Scalar, Isa::Avx2, Isa::Avx512].into_iter().filter(|i| i.is_available()).collect()
+    }
+
+    pub fn is_available(self) -> bool {
+        match self {
+            Isa::Scalar => true,
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => std::is_x86_feature_detected!("avx2"),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => std::is_x86_feature_detected!("avx512f"),
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => false,
+        }
+    }
+
+    /// Output rows (batch entries) one SIMD register holds.
+    fn lanes(self) -> usize {
+        match self {
+            Isa::Scalar => 1,
+            Isa::Avx2 => 8,
+            Isa::Avx512 => 16,
+        }
+    }
+}
+
+/// Whether the SIMD kernels' assumptions hold (see the module docs).
+/// Written as a non-short-circuiting fold so it vectorises.
+fn simd_safe(x: &[f32], w: &[f32], bias: Option<&[f32]>) -> bool {
+    let bad_x = x.iter().fold(false, |bad, v| bad | !v.is_finite());
+    let bad = |v: &[f32]| v.iter().fold(false, |bad, &a| bad | !(a < f32::INFINITY));
+    !bad_x && !bad(w) && !bias.is_some_and(bad)
+}
+
+/// The max-plus product with the best kernel for this CPU, in parallel.
+/// `winners` (same shape as `y`) is filled when given; skipping it is faster.
+pub fn forward(d: Dims, x: &[f32], w: &[f32], bias: Option<&[f32]>, y: &mut [f32], winners: Option<&mut [u32]>) {
+    let isa = if simd_safe(x, w, bias) { Isa::detect() } else { Isa::Scalar };
+    forward_with(isa, d, x, w, bias, y, winners);
+}
+
+/// The max-plus product with a chosen kernel (for tests and benches; panics
+/// if the CPU lacks it). Same contract as [`forward`] minus the NaN/+∞
+/// check: SIMD kernels given NaN or +∞ are not guaranteed to match.
+pub fn forward_with(
+    isa: Isa,
+    d: Dims,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+    winners: Option<&mut [u32]>,
+) {
+    assert!(isa.is_available(), "{isa:?} kernels are not supported by this CPU");
+    assert!(x.len() == d.batch * d.n_in && w.len() == d.n_out * d.n_in && y.len() == d.batch * d.n_out);
+    assert!(bias.is_none_or(|b| b.len() == d.n_out));
+    if let Some(wn) = &winners {
+        assert_eq!(wn.len(), y.len());
+    }
+    if d.batch == 0 || d.n_out == 0 {
+        return;
+    }
+    if isa == Isa::Scalar || d.n_in == 0 {
+        return forward_scalar(d, x, w, bias, y, winners);
+    }
+    // SIMD: lanes run along the batch. The kernels read x as panels of
+    // `lanes` rows, each stored input-major `[n_in][lanes]`, so the inner
+    // loop streams through contiguous memory; packing x is cheap next to the
+    // O(batch·n_in·n_out) product.
+    let lanes = isa.lanes();
+    let bp = d.batch.div_ceil(lanes) * lanes;
+    let mut xp = vec![0.0f32; d.n_in * bp];
+    for (n, row) in x.chunks_exact(d.n_in).enumerate() {
+        let panel = &mut xp[(n / lanes) * d.n_in * lanes..];
+        for (i, &v) in row.iter().enumerate() {
+            panel[i * lanes + n % lanes] = v;
+        }
+    }
+    let out = Out { y: y.as_mut_ptr(), winners: winners.map_or(std::ptr::null_mut(), |w| w.as_mut_ptr()) };
+    let k = Kernel { d, bp, x, xp: &xp, w, bias, out };
+    // Tasks own disjoint ranges of whole register tiles of output columns.
+    let cols = tile_cols(isa);
+    let per_task = d.n_out.div_ceil(rayon::current_num_threads() * 4).div_ceil(cols).max(1) * cols;
+    (0..d.n_out.div_ceil(per_task)).into_par_iter().for_each(|t| {
+        let (j0, j1) = (t * per_task, ((t + 1) * per_task).min(d.n_out));
+        // SAFETY: `isa.is_available()` was asserted above; tasks write disjoint columns.
+        unsafe {
+            match isa {
+                Isa::Avx512 => avx512::columns(&k, j0, j1),
+                Isa::Avx2 => avx2::columns(&k, j0, j1),
+                Isa::Scalar => unreachable!(),
+            }
+        }
+    });
+}
+
+/// The reference kernel over row chunks of the batch.
+fn forward_scalar(d: Dims, x: &[f32], w: &[f32], bias: Option<&[f32]>, y: &mut [f32], winners: Option<&mut [u32]>) {
+    let mut own = Vec::new();
+    let winners = match winners {
+        Some(wn) => wn,
+        None => {
+            own.resize(y.len(), 0u32);
+            &mut own[..]
+        }
+    };
+    let rows = d.batch.div_ceil(rayon::current_num_threads() * 4).max(1);
+    y.par_chunks_mut(rows * d.n_out).zip(winners.par_chunks_mut(rows * d.n_out)).enumerate().for_each(
+        |(c, (yc, wc))| {
+            let n = yc.len() / d.n_out;
+            let xs = &x[c * rows * d.n_in..(c * rows + n) * d.n_in];
+            scalar::forward(Dims { batch: n, ..d }, xs, w, bias, yc, wc);
+        },
+    );
+}
+
+/// Output columns per register tile of a SIMD kernel.
+fn tile_cols(isa: Isa) -> usize {
+    match isa {
+        Isa::Avx512 => avx512::TILE_J,
+        Isa::Avx2 => avx2::TILE_J,
+        Isa::Scalar => 1,
+    }
+}
+
+/// Where the SIMD kernels write: `y [batch, n_out]` and, unless null,
+/// `winners [batch, n_out]`. Shared by tasks that own disjoint columns.
+#[derive(Clone, Copy)]
+pub struct Out {
+    y: *mut f32,
+    winners: *mut u32,
+}
+
+// SAFETY: every task writes only the columns it owns (see `forward_with`).
+unsafe impl Send for Out {}
+unsafe impl Sync for Out {}
+
+/// Everything a SIMD kernel reads, and where it writes.
+pub struct Kernel<'a> {
+    pub d: Dims,
+    /// Batch padded to a whole number of registers.
+    pub bp: usize,
+    /// `x [batch, n_in]`, for the winner re-scan.
+    pub x: &'a [f32],
+    /// x packed as `[bp / lanes][n_in][lanes]`, zero-padded rows.
+    pub xp: &'a [f32],
+    /// `W [n_out, n_in]`.
+    pub w: &'a [f32],
+    pub bias: Option<&'a [f32]>,
+    out: Out,
+}
+
+impl Kernel<'_> {
+    pub fn want_winners(&self) -> bool {
+        !self.out.winners.is_null()
+    }
+
+    /// Row `j` of `W`.
+    pub fn w_row(&self, j: usize) -> &[f32] {
+        &self.w[j * self.d.n_in..(j + 1) * self.d.n_in]
+    }
+
+    /// Row `n` of `x`.
+    pub fn x_row(&self, n: usize) -> &[f32] {
+        &self.x[n * self.d.n_in..(n + 1) * self.d.n_in]
+    }
+
+    /// Store output `(n, j)`: its value and, when winners are tracked, its winner.
+    ///
+    /// # Safety
+    /// The calling task must own column `j`.
+    #[inline(always)]
+    pub unsafe fn store(&self, n: usize, j: usize, value: f32, winner: u32) {
+        let at = n * self.d.n_out + j;
+        debug_assert!(at < self.d.batch * self.d.n_out);
+        // SAFETY: `at` is inside y (and winners); the caller owns column j.
+        unsafe {
+            *self.out.y.add(at) = value;
+            if self.want_winners() {
+                *self.out.winners.add(at) = winner;
+            }
+        }
+    }
+
+    /// The final value and winner of output `(n, j)` given its running
+    /// maximum `m` over the inputs and the block where it was first reached:
+    /// the bias if strictly greater, else the first input of that block
+    /// attaining `m`, found by `first_match(lo, hi)`. The value returned is the
+    /// winning candidate's own sum — exactly the scalar result, even the sign
+    /// of a zero.
+    #[inline(always)]
+    pub fn resolve(&self, n: usize, j: usize, m: f32, block: usize, first_match: impl FnOnce(usize, usize) -> usize) -> (f32, u32) {
+        if let Some(b) = self.bias
+            && b[j] > m
+        {
+            return (b[j], self.d.n_in as u32);
+        }
+        let lo = block * BLOCK;
+        let i = first_match(lo, (lo + BLOCK).min(self.d.n_in));
+        (self.x[n * self.d.n_in + i] + self.w[j * self.d.n_in + i], i as u32)
+    }
+}
+
+/// Gradients of a max-plus product from its winners: every upstream entry
+/// `g[n, j]` goes whole to its winner — `gx[n, i*]` and `gw[j, i*]`, or `gb[j]`
+/// when the bias won. Each output slice is optional (pass an empty slice to
+/// skip it). Deterministic: sums run in batch order.
+pub fn scatter_grads(d: Dims, winners: &[u32], g: &[f32], gx: &mut [f32], gw: &mut [f32], gb: &mut [f32]) {
+    let n_in = d.n_in as u32;
+    if !gx.is_empty() {
+        gx.par_chunks_mut(d.n_in.max(1)).enumerate().for_each(|(n, row)| {
+            for j in 0..d.n_out {
+                let k = winners[n * d.n_out + j];
+                if k < n_in {
+                    row[k as usize] += g[n * d.n_out + j];
+                }
+            }
+        });
+    }
+    if !gw.is_empty() {
+        gw.par_chunks_mut(d.n_in.max(1)).enumerate().for_each(|(j, row)| {
+            for n in 0..d.batch {
+                let k = winners[n * d.n_out + j];
+                if k < n_in {
+                    row[k as usize] += g[n * d.n_out + j];
+                }
+            }
+        });
+    }
+    if !gb.is_empty() {
+        for (j, b) in gb.iter_mut().enumerate() {
+            for n in 0..d.batch {
+                if winners[n * d.n_out + j] == n_in {
+                    *b += g[n * d.n_out + j];
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! Properties of the max-plus kernels on random shapes (odd sizes, `-∞`
+//! weights, all-`-∞` rows, integer ties, with and without bias):
+//! every SIMD kernel equals the scalar reference bit for bit, values and
+//! winners; the sparse kernel equals the dense one on the `-∞`-masked
+//! matrix, gradients included; NaN propagates as documented.
+
+use morphgrad::Tensor;
+use morphgrad::autograd::gradcheck;
+use morphgrad::kernels::maxplus::{self, Dims, Isa, sparse::Csr};
+use morphgrad::nn::SparseWeight;
+use morphgrad::ops;
+use ndarray::{ArrayD, IxDyn};
+use proptest::prelude::*;
+
+/// A random max-plus problem. `ties` draws small integers so exact ties are common.
+#[derive(Debug, Clone)]
+struct Problem {
+    d: Dims,
+    x: Vec<f32>,
+    w: Vec<f32>,
+    bias: Option<Vec<f32>>,
+}
+
+fn problem() -> impl Strategy<Value = Problem> {
+    (1usize..40, 1usize..70, 1usize..40, any::<bool>(), any::<bool>(), 0u32..4, any::<u64>()).prop_map(
+        |(batch, n_in, n_out, ties, with_bias, mask_mode, seed)| {
+            let mut s = seed | 1;
+            let mut next = move || {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                s
+            };
+            let mut val = |next: &mut dyn FnMut() -> u64| {
+                if ties { (next() % 7) as f32 - 3.0 } else { (next() % 1_000_000) as f32 * 1e-5 - 5.0 }
+            };
+            let x: Vec<f32> = (0..batch * n_in).map(|_| val(&mut next)).collect();
+            let mut w: Vec<f32> = (0..n_out * n_in).map(|_| val(&mut next)).collect();
+            match mask_mode {
+                // Some weights inactive.
+                1 => w.iter_mut().for_each(|v| {
+                    if next() % 3 == 0 {
+                        *v = f32::NEG_INFINITY
+                    }
+                }),
+                // Mostly inactive, and whole rows of -inf.
+                2 => {
+                    for (j, row) in w.chunks_mut(n_in).enumerate() {
+                        for v in row.iter_mut() {
+                            if j % 3 == 0 || next() % 10 != 0 {
+                                *v = f32::NEG_INFINITY
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+            let bias = with_bias.then(|| (0..n_out).map(|_| val(&mut next)).collect());
+            Problem { d: Dims { batch, n_in, n_out }, x, w, bias }
+        },
+    )
+}
+
+fn run(isa: Isa, p: &Problem, winners: bool) -> (Vec<f32>, Vec<u32>) {
+    let mut y = vec![0.0; p.d.batch * p.d.n_out];
+    let mut win = vec![0u32; if winners { y.len() } else { 0 }];
+    maxplus::forward_with(isa, p.d, &p.x, &p.w, p.bias.as_deref(), &mut y, winners.then_some(&mut win[..]));
+    (y, win)
+}
+
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|f| f.to_bits()).collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    #[test]
+    fn every_simd_kernel_equals_the_scalar_reference(p in problem()) {
+        let (y_ref, w_ref) = run(Isa::Scalar, &p, true);
+        for isa in Isa::available() {
+            let (y, w) = run(isa, &p, true);
+            prop_assert_eq!(bits(&y), bits(&y_ref), "{:?} values", isa);
+            prop_assert_eq!(&w, &w_ref, "{:?} winners", isa);
+            // Without winners the values are the same maxima (a zero's sign may differ).
+            let (y_fast, _) = run(isa, &p, false);
+            prop_assert!(y_fast.iter().zip(&y_ref).all(|(a, b)| a == b), "{:?} values without winners", isa);
+        }
+    }
+
+    #[test]
+    fn sparse_kernel_equals_dense_kernel_on_the_masked_matrix(p in problem()) {
+        let bias: Vec<f32> = p.bias.clone().unwrap_or_else(|| vec![0.5; p.d.n_out]);
+        let dense = ArrayD::from_shape_vec(IxDyn(&[p.d.n_out, p.d.n_in]), p.w.clone()).unwrap();
+        let sw = SparseWeight::from_dense(&dense).unwrap();
+        let x = Tensor::param(ArrayD::from_shape_vec(IxDyn(&[p.d.batch, p.d.n_in]), p.x.clone()).unwrap());
+        let (wd, bd) = (Tensor::param(dense), Tensor::param(ArrayD::from_shape_vec(IxDyn(&[p.d.n_out]), bias.clone()).unwrap()));
+        let bs = Tensor::param(bd.value().clone());
+        let y_dense = ops::maxplus(&x, &wd, Some(&bd));
+        let y_sparse = ops::sparse_maxplus(&x, &sw.pattern, &sw.values, &bs);
+        prop_assert_eq!(bits(y_sparse.data()), bits(y_dense.data()));
+        let g: ArrayD<f32> = ArrayD::from_shape_fn(IxDyn(&[p.d.batch, p.d.n_out]), |i| (i[0] * 3 + i[1]) as f32 * 0.25 - 1.0);
+        let gd = y_dense.backward_with(g.clone());
+        let gs = y_sparse.backward_with(g);
+        prop_assert_eq!(gs.get(&x).unwrap(), gd.get(&x).unwrap());
+        prop_assert_eq!(gs.get(&bs).unwrap(), gd.get(&bd).unwrap());
+        prop_assert_eq!(&sw.dense_grad(gs.get(&sw.values).unwrap()), gd.get(&wd).unwrap());
+    }
+}
+
+#[test]
+fn all_inactive_rows_without_bias_output_minus_infinity_from_index_zero() {
+    let p = Problem { d: Dims { batch: 3, n_in: 37, n_out: 2 }, x: vec![1.0; 111], w: vec![f32::NEG_INFINITY; 74], bias: None };
+    for isa in Isa::available() {
+        let (y, w) = run(isa, &p, true);
+        assert!(y.iter().all(|v| *v == f32::NEG_INFINITY), "{isa:?}");
+        assert!(w.iter().all(|&i| i == 0), "{isa:?}");
+    }
+}
+
+#[test]
+fn nan_inputs_propagate_like_torch_max() {
+    let mut x = vec![0.5f32; 2 * 20];
+    x[7] = f32::NAN; // row 0, input 7
+    let w = vec![0.0f32; 3 * 20];
+    let d = Dims { batch: 2, n_in: 20, n_out: 3 };
+    let mut y = vec![0.0; 6];
+    let mut win = vec![0u32; 6];
+    maxplus::forward(d, &x, &w, Some(&[9.0, 9.0, 9.0]), &mut y, Some(&mut win));
+    assert!(y[..3].iter().all(|v| v.is_nan()), "{y:?}");
+    assert_eq!(&win[..3], &[7, 7, 7]);
+    assert_eq!(&y[3..], &[9.0, 9.0, 9.0], "other rows unaffected");
+}
+
+#[test]
+fn sparse_rows_without_entries_output_their_bias() {
+    let csr = Csr::from_fn(3, 4, |j, i| j == 1 && i == 2);
+    let x = [1.0, 2.0, 3.0, 4.0];
+    let mut y = [0.0; 3];
+    maxplus::sparse::forward(&csr, 1, &x, &[10.0], &[-1.0, -2.0, -3.0], &mut y, None);
+    assert_eq!(y, [-1.0, 13.0, -3.0]);
+}
+
+#[test]
+fn gradcheck_away_from_ties() {
+    // Each row of x holds distinct integers and every weight lies in [0, 0.27],
+    // so candidates of one output differ by at least 0.73; biases sit halfway
+    // between integers. Nothing is within reach of eps = 1e-2.
+    let (b, n_in, n_out) = (5, 23, 7);
+    let x = ArrayD::from_shape_fn(IxDyn(&[b, n_in]), |i| ((i[1] * 13 + i[0] * 5) % n_in) as f32);
+    let w = ArrayD::from_shape_fn(IxDyn(&[n_out, n_in]), |i| ((i[1] * 7 + i[0] * 3) % 10) as f32 * 0.03);
+    let bias = ArrayD::from_shape_fn(IxDyn(&[n_out]), |i| ((i[0] * 3) % n_in) as f32 + 19.5 - i[0] as f32);
+    let report = gradcheck(|t| ops::maxplus(&t[0], &t[1], Some(&t[2])), &[x, w, bias], 1e-2);
+    assert!(report.max_rel_err < 1e-3, "{report}");
+}
