@@ -31,7 +31,7 @@ fn problem() -> impl Strategy<Value = Problem> {
                 s ^= s << 17;
                 s
             };
-            let mut val = |next: &mut dyn FnMut() -> u64| {
+            let val = |next: &mut dyn FnMut() -> u64| {
                 if ties { (next() % 7) as f32 - 3.0 } else { (next() % 1_000_000) as f32 * 1e-5 - 5.0 }
             };
             let x: Vec<f32> = (0..batch * n_in).map(|_| val(&mut next)).collect();
@@ -110,7 +110,12 @@ proptest! {
 
 #[test]
 fn all_inactive_rows_without_bias_output_minus_infinity_from_index_zero() {
-    let p = Problem { d: Dims { batch: 3, n_in: 37, n_out: 2 }, x: vec![1.0; 111], w: vec![f32::NEG_INFINITY; 74], bias: None };
+    let p = Problem {
+        d: Dims { batch: 3, n_in: 37, n_out: 2 },
+        x: vec![1.0; 111],
+        w: vec![f32::NEG_INFINITY; 74],
+        bias: None,
+    };
     for isa in Isa::available() {
         let (y, w) = run(isa, &p, true);
         assert!(y.iter().all(|v| *v == f32::NEG_INFINITY), "{isa:?}");

@@ -120,7 +120,13 @@ fn maxout_matches_torch_in_train_and_eval_mode() {
         for (name, t) in params {
             // Biases feeding a train-mode BN have exactly zero gradient; f32 noise in the file.
             let (atol, rtol) = if train && name.ends_with("linear.bias") { (1e-5, 0.0) } else { (1e-6, 1e-4) };
-            assert_close(&format!("{case} grad.{name}"), g.get(&t).unwrap(), &f32s(&d, &format!("grad.{name}")), atol, rtol);
+            assert_close(
+                &format!("{case} grad.{name}"),
+                g.get(&t).unwrap(),
+                &f32s(&d, &format!("grad.{name}")),
+                atol,
+                rtol,
+            );
             checked += 1;
         }
         assert_eq!(checked, names.len());

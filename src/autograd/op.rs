@@ -81,7 +81,7 @@ pub enum Op {
         bias: Option<Tensor>,
         winners: Vec<u32>,
     },
-    /// Sparse max-plus; `winners` holds entry indices into `values` (or
+    /// Sparse max-plus; `winners` holds entry indices into `values`, transposed to `[out, N]` (or
     /// `kernels::maxplus::NONE` for the bias).
     SparseMaxPlus {
         x: Tensor,

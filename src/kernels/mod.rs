@@ -3,6 +3,36 @@
 //! Ops in `crate::ops` decide *what* to compute and record it on the graph;
 //! the functions here only compute. SIMD intrinsics live here and nowhere else.
 
+/// Define `fn $name(args)` that runs the `#[inline(always)]` function
+/// `$generic` compiled for the best instruction set this CPU has (AVX-512,
+/// AVX2 or the portable baseline): the same source, auto-vectorised three
+/// ways, chosen at run time.
+macro_rules! simd_dispatch {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? => $generic:ident) => {
+        $(#[$meta])*
+        #[allow(clippy::too_many_arguments)]
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[cfg(target_arch = "x86_64")]
+            {
+                use $crate::kernels::maxplus::Isa;
+                #[target_feature(enable = "avx512f")]
+                #[allow(clippy::too_many_arguments)]
+                fn avx512($($arg: $ty),*) $(-> $ret)? { $generic($($arg),*) }
+                #[target_feature(enable = "avx2")]
+                #[allow(clippy::too_many_arguments)]
+                fn avx2($($arg: $ty),*) $(-> $ret)? { $generic($($arg),*) }
+                match Isa::detect() {
+                    // SAFETY: `Isa::detect` only reports features this CPU has.
+                    Isa::Avx512 => return unsafe { avx512($($arg),*) },
+                    Isa::Avx2 => return unsafe { avx2($($arg),*) },
+                    Isa::Scalar => {}
+                }
+            }
+            $generic($($arg),*)
+        }
+    };
+}
+
 pub mod gemm;
 pub mod im2col;
 pub mod maxplus;
@@ -88,4 +118,58 @@ pub fn tune_allocator() {
             libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
         }
     });
+}
+
+simd_dispatch! {
+    /// `a [rows, cols]` (row-major) transposed to `[cols, rows]`, in 8×8 tiles:
+    /// small enough that the 8 source and 8 destination lines of a tile stay
+    /// in L1 even when the row strides alias to the same cache sets.
+    pub fn transpose(a: &[f32], rows: usize, cols: usize) -> Vec<f32> => transpose_generic
+}
+
+#[inline(always)]
+fn transpose_generic(a: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    assert_eq!(a.len(), rows * cols, "transpose: {} values for {rows}×{cols}", a.len());
+    const T: usize = 8;
+    let mut t = vec![0.0f32; a.len()];
+    let (full_r, full_c) = (rows / T * T, cols / T * T);
+    for r0 in (0..full_r).step_by(T) {
+        for c0 in (0..full_c).step_by(T) {
+            // A whole 8×8 tile through registers: fixed sizes let the compiler unroll it.
+            let mut tile = [[0.0f32; T]; T];
+            for (k, row) in tile.iter_mut().enumerate() {
+                row.copy_from_slice(&a[(r0 + k) * cols + c0..][..T]);
+            }
+            for c in 0..T {
+                let out: &mut [f32; T] = (&mut t[(c0 + c) * rows + r0..][..T]).try_into().expect("8 values");
+                for k in 0..T {
+                    out[k] = tile[k][c];
+                }
+            }
+        }
+    }
+    // The ragged right and bottom edges, one element at a time.
+    for r in 0..rows {
+        let c_start = if r < full_r { full_c } else { 0 };
+        for c in c_start..cols {
+            t[c * rows + r] = a[r * cols + c];
+        }
+    }
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn transpose_handles_ragged_edges() {
+        for (r, c) in [(1, 1), (3, 17), (16, 8), (9, 33), (64, 512)] {
+            let a: Vec<f32> = (0..r * c).map(|i| i as f32).collect();
+            let t = super::transpose(&a, r, c);
+            for i in 0..r {
+                for j in 0..c {
+                    assert_eq!(t[j * r + i], a[i * c + j], "{r}x{c} at ({i},{j})");
+                }
+            }
+        }
+    }
 }

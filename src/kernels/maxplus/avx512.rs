@@ -94,7 +94,9 @@ unsafe fn tile<const NJ: usize>(k: &Kernel<'_>, j: usize, nb: usize) {
         let n = nb + l;
         for c in 0..NJ {
             let (v, win) = if track {
-                k.resolve(n, j + c, m[c][l], b[c][l] as usize, |lo, hi| first_match(k.x_row(n), k.w_row(j + c), m[c][l], lo, hi))
+                k.resolve(n, j + c, m[c][l], b[c][l] as usize, |lo, hi| {
+                    first_match(k.x_row(n), k.w_row(j + c), m[c][l], lo, hi)
+                })
             } else {
                 (m[c][l], 0)
             };

@@ -104,7 +104,7 @@ impl Isa {
 /// Written as a non-short-circuiting fold so it vectorises.
 fn simd_safe(x: &[f32], w: &[f32], bias: Option<&[f32]>) -> bool {
     let bad_x = x.iter().fold(false, |bad, v| bad | !v.is_finite());
-    let bad = |v: &[f32]| v.iter().fold(false, |bad, &a| bad | !(a < f32::INFINITY));
+    let bad = |v: &[f32]| v.iter().fold(false, |bad, &a| bad | a.is_nan() | (a == f32::INFINITY));
     !bad_x && !bad(w) && !bias.is_some_and(bad)
 }
 
@@ -265,7 +265,14 @@ impl Kernel<'_> {
     /// winning candidate's own sum — exactly the scalar result, even the sign
     /// of a zero.
     #[inline(always)]
-    pub fn resolve(&self, n: usize, j: usize, m: f32, block: usize, first_match: impl FnOnce(usize, usize) -> usize) -> (f32, u32) {
+    pub fn resolve(
+        &self,
+        n: usize,
+        j: usize,
+        m: f32,
+        block: usize,
+        first_match: impl FnOnce(usize, usize) -> usize,
+    ) -> (f32, u32) {
         if let Some(b) = self.bias
             && b[j] > m
         {

@@ -24,11 +24,11 @@ pub fn forward(d: Dims, x: &[f32], w: &[f32], bias: Option<&[f32]>, y: &mut [f32
                     arg = i as u32;
                 }
             }
-            if let Some(b) = bias {
-                if arg == NONE || b[j] > best || (b[j].is_nan() && !best.is_nan()) {
-                    best = b[j];
-                    arg = d.n_in as u32;
-                }
+            if let Some(b) = bias
+                && (arg == NONE || b[j] > best || (b[j].is_nan() && !best.is_nan()))
+            {
+                best = b[j];
+                arg = d.n_in as u32;
             }
             y[n * d.n_out + j] = best;
             winners[n * d.n_out + j] = arg;

@@ -12,6 +12,7 @@
 use rayon::prelude::*;
 
 use super::NONE;
+use crate::kernels::transpose;
 
 /// The sparsity pattern of a `[n_out, n_in]` weight matrix, row by row.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -64,7 +65,16 @@ impl Csr {
     }
 }
 
-/// Sparse max-plus forward; `winners` (entry index or [`NONE`]) when given.
+/// Sparse max-plus forward. `winners_t`, when given, receives the winners
+/// *transposed*, `[n_out, batch]` (entry index or [`NONE`] for the bias) —
+/// the layout [`scatter_grads`] consumes.
+///
+/// Lanes run along the batch: for each entry `k` of row `j`, one pass over
+/// the batch updates `best[j, :]` with `xᵀ[col[k], :] + v[k]` (adds and
+/// selects the compiler vectorises; no data-dependent branch). Entries are
+/// visited in column order and must beat the running best strictly, so ties
+/// go to the lowest column. Non-finite inputs take the exact scalar path,
+/// which propagates NaN like the dense scalar kernel.
 pub fn forward(
     csr: &Csr,
     batch: usize,
@@ -72,76 +82,161 @@ pub fn forward(
     values: &[f32],
     bias: &[f32],
     y: &mut [f32],
-    winners: Option<&mut [u32]>,
+    winners_t: Option<&mut [u32]>,
 ) {
     let (n_in, n_out) = (csr.n_in, csr.n_out);
     assert!(x.len() == batch * n_in && y.len() == batch * n_out && values.len() == csr.nnz() && bias.len() == n_out);
-    let row = |n: usize, yr: &mut [f32], wr: Option<&mut [u32]>| {
-        let xr = &x[n * n_in..(n + 1) * n_in];
-        let mut wr = wr;
-        for j in 0..n_out {
-            let (mut best, mut arg) = (f32::NEG_INFINITY, NONE);
-            for k in csr.row(j) {
-                let v = xr[csr.col[k] as usize] + values[k];
-                if arg == NONE || v > best || (v.is_nan() && !best.is_nan()) {
-                    best = v;
-                    arg = k as u32;
-                }
-            }
-            if arg == NONE || bias[j] > best || (bias[j].is_nan() && !best.is_nan()) {
-                best = bias[j];
-                arg = NONE;
-            }
-            yr[j] = best;
-            if let Some(w) = wr.as_deref_mut() {
-                w[j] = arg;
-            }
-        }
-    };
-    match winners {
+    let mut own = Vec::new();
+    let arg: &mut [u32] = match winners_t {
         Some(w) => {
             assert_eq!(w.len(), y.len());
-            y.par_chunks_mut(n_out)
-                .zip(w.par_chunks_mut(n_out))
-                .enumerate()
-                .for_each(|(n, (yr, wr))| row(n, yr, Some(wr)));
+            w
         }
-        None => y.par_chunks_mut(n_out).enumerate().for_each(|(n, yr)| row(n, yr, None)),
+        None => {
+            own.resize(y.len(), NONE);
+            &mut own
+        }
+    };
+    let finite = all_finite(x) && all_finite(values) && all_finite(bias);
+    let mut best = vec![f32::NEG_INFINITY; n_out * batch];
+    if finite {
+        let xt = transpose(x, batch, n_in);
+        let rows = n_out.div_ceil(rayon::current_num_threads() * 4).max(1);
+        best.par_chunks_mut(rows * batch)
+            .zip(arg.par_chunks_mut(rows * batch))
+            .enumerate()
+            .for_each(|(t, (bc, ac))| rows_max(csr, &xt, values, bias, batch, t * rows, bc, ac));
+    } else {
+        for n in 0..batch {
+            let xr = &x[n * n_in..(n + 1) * n_in];
+            for j in 0..n_out {
+                let (v, k) = row_max_exact(csr, xr, values, j);
+                let bias_wins = k == NONE || bias[j] > v || (bias[j].is_nan() && !v.is_nan());
+                best[j * batch + n] = if bias_wins { bias[j] } else { v };
+                arg[j * batch + n] = if bias_wins { NONE } else { k };
+            }
+        }
+    }
+    y.copy_from_slice(&transpose(&best, n_out, batch));
+}
+
+simd_dispatch! {
+    /// Rows `j0..` of `best`/`arg` (`[rows, batch]` each), finite inputs.
+    fn rows_max(
+        csr: &Csr,
+        xt: &[f32],
+        values: &[f32],
+        bias: &[f32],
+        batch: usize,
+        j0: usize,
+        best: &mut [f32],
+        arg: &mut [u32],
+    ) => rows_max_generic
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn rows_max_generic(
+    csr: &Csr,
+    xt: &[f32],
+    values: &[f32],
+    bias: &[f32],
+    batch: usize,
+    j0: usize,
+    best: &mut [f32],
+    arg: &mut [u32],
+) {
+    for (r, (b, a)) in best.chunks_exact_mut(batch).zip(arg.chunks_exact_mut(batch)).enumerate() {
+        let j = j0 + r;
+        a.fill(NONE);
+        for k in csr.row(j) {
+            let (xs, w, kk) = (&xt[csr.col[k] as usize * batch..][..batch], values[k], k as u32);
+            for ((b, a), &xv) in b.iter_mut().zip(a.iter_mut()).zip(xs) {
+                let v = xv + w;
+                let better = v > *b;
+                *b = if better { v } else { *b };
+                *a = if better { kk } else { *a };
+            }
+        }
+        // The bias is the last candidate: it must be strictly greater.
+        let bj = bias[j];
+        for (b, a) in b.iter_mut().zip(a.iter_mut()) {
+            let bias_wins = *a == NONE || bj > *b;
+            *b = if bias_wins { bj } else { *b };
+            *a = if bias_wins { NONE } else { *a };
+        }
     }
 }
 
-/// Route every `g[n, j]` to its winner: `gv[k]` and `gx[n, col[k]]`, or
-/// `gb[j]` for the bias. Empty output slices are skipped. Batch-ordered sums.
-pub fn scatter_grads(
+/// Whether no value is NaN or ±∞ (a fold without early exit, so it vectorises).
+fn all_finite(v: &[f32]) -> bool {
+    v.iter().fold(true, |ok, a| ok & a.is_finite())
+}
+
+/// Max over the entries of row `j` with NaN propagation (the first NaN wins).
+fn row_max_exact(csr: &Csr, xr: &[f32], values: &[f32], j: usize) -> (f32, u32) {
+    let (mut best, mut arg) = (f32::NEG_INFINITY, NONE);
+    for k in csr.row(j) {
+        let v = xr[csr.col[k] as usize] + values[k];
+        if arg == NONE || v > best || (v.is_nan() && !best.is_nan()) {
+            best = v;
+            arg = k as u32;
+        }
+    }
+    (best, arg)
+}
+
+simd_dispatch! {
+    /// Route every `g[n, j]` (`g: [batch, n_out]`) to its winner given the
+    /// transposed winners of [`forward`]: `gv[k]` and `gx[n, col[k]]`, or `gb[j]`
+    /// for the bias. Empty output slices are skipped; results are added.
+    pub fn scatter_grads(
+        csr: &Csr,
+        batch: usize,
+        winners_t: &[u32],
+        g: &[f32],
+        gx: &mut [f32],
+        gv: &mut [f32],
+        gb: &mut [f32],
+    ) => scatter_grads_generic
+}
+
+#[inline(always)]
+fn scatter_grads_generic(
     csr: &Csr,
     batch: usize,
-    winners: &[u32],
+    winners_t: &[u32],
     g: &[f32],
     gx: &mut [f32],
     gv: &mut [f32],
     gb: &mut [f32],
 ) {
-    let n_out = csr.n_out;
-    if !gx.is_empty() {
-        gx.par_chunks_mut(csr.n_in.max(1)).enumerate().for_each(|(n, row)| {
-            for j in 0..n_out {
-                let k = winners[n * n_out + j];
-                if k != NONE {
-                    row[csr.col[k as usize] as usize] += g[n * n_out + j];
-                }
+    let (n_in, n_out, nnz) = (csr.n_in, csr.n_out, csr.nnz());
+    // The bias wins often in a sparse layer, so rather than branch on it, its
+    // share goes to one spare slot past the end of each accumulator.
+    let mut acc_v = vec![0.0f32; nnz + 1];
+    let mut acc_b = vec![0.0f32; n_out];
+    let mut acc_x = vec![0.0f32; if gx.is_empty() { 0 } else { batch * (n_in + 1) }];
+    for j in 0..n_out {
+        for n in 0..batch {
+            let (k, gnj) = (winners_t[j * batch + n], g[n * n_out + j]);
+            let bias = k == NONE;
+            acc_v[if bias { nnz } else { k as usize }] += gnj;
+            acc_b[j] += if bias { gnj } else { 0.0 };
+            if !acc_x.is_empty() {
+                acc_x[n * (n_in + 1) + if bias { n_in } else { csr.col[k as usize] as usize }] += gnj;
             }
-        });
+        }
     }
-    for n in 0..batch {
-        for j in 0..n_out {
-            let (k, gv_nj) = (winners[n * n_out + j], g[n * n_out + j]);
-            if k == NONE {
-                if !gb.is_empty() {
-                    gb[j] += gv_nj;
-                }
-            } else if !gv.is_empty() {
-                gv[k as usize] += gv_nj;
-            }
+    if !gv.is_empty() {
+        gv.iter_mut().zip(&acc_v).for_each(|(o, a)| *o += a);
+    }
+    if !gb.is_empty() {
+        gb.iter_mut().zip(&acc_b).for_each(|(o, a)| *o += a);
+    }
+    if !gx.is_empty() {
+        for (row, acc) in gx.chunks_exact_mut(n_in).zip(acc_x.chunks_exact(n_in + 1)) {
+            row.iter_mut().zip(acc).for_each(|(o, a)| *o += a);
         }
     }
 }
