@@ -15,8 +15,10 @@
 //! | [`optim`] | Adam and SGD (momentum, Nesterov), matching `torch.optim` |
 
 pub mod autograd;
+pub mod data;
 pub mod io;
 pub mod kernels;
+pub mod models;
 pub mod nn;
 pub mod ops;
 pub mod optim;
