@@ -22,6 +22,7 @@ pub mod models;
 pub mod nn;
 pub mod ops;
 pub mod optim;
+pub mod prune;
 pub mod tensor;
 
 pub use tensor::Tensor;

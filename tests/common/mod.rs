@@ -10,10 +10,7 @@ use ndarray::ArrayD;
 /// The fixture folder of `case`, or `None` (after printing why) when the
 /// fixtures are not on this machine.
 pub fn fixture(case: &str) -> Option<PathBuf> {
-    let root = std::env::var_os("MORPHGRAD_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/torch"));
-    let dir = root.join(case);
+    let dir = fixtures_root().join(case);
     if dir.is_dir() {
         Some(dir)
     } else {
@@ -22,10 +19,16 @@ pub fn fixture(case: &str) -> Option<PathBuf> {
     }
 }
 
-/// The `params` object of a case in the fixtures' `manifest.json`.
+fn fixtures_root() -> PathBuf {
+    std::env::var_os("MORPHGRAD_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/torch"))
+}
+
+/// The `params` object of a case in the fixtures' `manifest.json` (call
+/// after `fixture(..)` has confirmed the fixtures are present).
 pub fn manifest_params(case: &str) -> serde_json::Value {
-    let dir = fixture(case).expect("fixture present");
-    let text = std::fs::read_to_string(dir.parent().unwrap().join("manifest.json")).expect("manifest.json");
+    let text = std::fs::read_to_string(fixtures_root().join("manifest.json")).expect("manifest.json");
     let m: serde_json::Value = serde_json::from_str(&text).expect("manifest parses");
     m["cases"].as_array().unwrap().iter().find(|c| c["name"] == case).expect("case listed")["params"].clone()
 }
