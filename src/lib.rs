@@ -16,6 +16,7 @@
 
 pub mod autograd;
 pub mod data;
+pub mod experiment;
 pub mod io;
 pub mod kernels;
 pub mod models;

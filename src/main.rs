@@ -1,3 +1,195 @@
-fn main() {
-    println!("morphgrad");
+//! `morphgrad` command line: parses arguments, calls the library, prints.
+//! Run with no arguments for the default job: the CIFAR-10 reproduction on
+//! built-in synthetic data at a small width (a few minutes on 2 cores).
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use morphgrad::experiment::cifar::{self, CifarProtocol, CifarSource};
+use morphgrad::experiment::grid::Parallelism;
+
+#[derive(Parser)]
+#[command(name = "morphgrad", version, about = "Train, prune and study hybrid linear-morphological networks on CPU")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Reproduce an experiment of "Sparse Hybrid Linear-Morphological Networks".
+    #[command(subcommand)]
+    Reproduce(Reproduce),
+    /// Run the CIFAR net on given weights and inputs; write logits, loss and gradients.
+    Forward(ForwardArgs),
+}
+
+#[derive(Subcommand)]
+enum Reproduce {
+    /// CIFAR-10: train every head × seed, test, prune over the r1 × r2 grid, report.
+    Cifar(CifarArgs),
+}
+
+#[derive(Args, Clone)]
+struct CifarArgs {
+    /// CIFAR-10 as the binary folder, an image folder (train/, test/) or a .tar.gz of one.
+    /// Default: built-in synthetic CIFAR-like images.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Channel width C of the backbone (the paper: 128).
+    #[arg(long, default_value_t = 16)]
+    channels: usize,
+    /// Hidden width h of the heads (the paper: 512).
+    #[arg(long, default_value_t = 512)]
+    hidden: usize,
+    #[arg(long, default_value_t = 4)]
+    epochs: usize,
+    /// Number of runs per head (seeds 0..N).
+    #[arg(long, default_value_t = 2)]
+    seeds: u64,
+    /// Comma-separated heads: relu, maxout, zhang, dense-morph, sparse-morph (+ -nobn variants).
+    #[arg(long, default_value = "relu,maxout,dense-morph,sparse-morph")]
+    heads: String,
+    /// Drop the BatchNorm of the morph heads (dense-morph, sparse-morph).
+    #[arg(long)]
+    no_bn: bool,
+    /// Pruning ratios for r1 and r2 (fractions of weights removed).
+    #[arg(long, default_value = "0.7,0.8,0.9,0.95")]
+    ratios: String,
+    #[arg(long, default_value = "out/cifar")]
+    out: PathBuf,
+    /// Runs trained side by side: `auto` or a number.
+    #[arg(long, default_value = "auto")]
+    jobs: String,
+    /// Synthetic data: training images (split 80/20 into train and validation).
+    #[arg(long, default_value_t = 6000)]
+    synthetic_train: usize,
+    /// Synthetic data: test images.
+    #[arg(long, default_value_t = 2000)]
+    synthetic_test: usize,
+    /// Real data: train on a seeded random subset of this many training images.
+    #[arg(long)]
+    subset_train: Option<usize>,
+    /// Real data: test on a seeded random subset of this many test images.
+    #[arg(long)]
+    subset_test: Option<usize>,
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f32,
+}
+
+impl Default for CifarArgs {
+    fn default() -> Self {
+        match Cli::parse_from(["morphgrad", "reproduce", "cifar"]).command {
+            Some(Command::Reproduce(Reproduce::Cifar(a))) => a,
+            _ => unreachable!("the default command parses"),
+        }
+    }
+}
+
+fn reproduce_cifar(a: CifarArgs) -> Result<()> {
+    let mut heads = cifar::parse_heads(&a.heads)?;
+    if a.no_bn {
+        heads = heads.into_iter().map(|h| h.without_bn()).collect::<Result<_>>()?;
+    }
+    let ratios = cifar::parse_ratios(&a.ratios)?;
+    anyhow::ensure!(
+        a.channels > 0 && a.hidden > 0 && a.epochs > 0 && a.seeds > 0,
+        "--channels, --hidden, --epochs and --seeds must be positive"
+    );
+    anyhow::ensure!(a.batch_size >= 2, "--batch-size must be at least 2 (BatchNorm needs two images per batch)");
+    let source = match &a.data {
+        None => CifarSource::Synthetic { n_train: a.synthetic_train, n_test: a.synthetic_test, seed: 2025 },
+        Some(p) => CifarSource::Path { path: p.clone(), subset_train: a.subset_train, subset_test: a.subset_test },
+    };
+    std::fs::create_dir_all(&a.out).with_context(|| format!("cannot create {}", a.out.display()))?;
+    eprintln!("loading data ...");
+    let (desc, data) = source.load(0, &a.out.join("cache"))?;
+    let runs = heads.len() * a.seeds as usize;
+    let par = Parallelism::choose(&a.jobs, runs)?;
+    let protocol = CifarProtocol {
+        data: desc,
+        channels: a.channels,
+        hidden: a.hidden,
+        sparse_k: 2 * a.hidden,
+        dropout: 0.5,
+        epochs: a.epochs,
+        batch_size: a.batch_size,
+        lr: a.lr,
+        split_seed: 0,
+        seeds: (0..a.seeds).collect(),
+        heads: heads.iter().map(|h| h.id()).collect(),
+        ratios,
+        n_train: data.train.len(),
+        n_val: data.val.len(),
+        n_test: data.test.len(),
+        jobs: par.jobs,
+        threads_per_job: par.threads_per_job,
+    };
+    eprintln!(
+        "{}: {} train / {} val / {} test images; {runs} runs ({} side by side, {} thread(s) each) -> {}",
+        protocol.data,
+        protocol.n_train,
+        protocol.n_val,
+        protocol.n_test,
+        par.jobs,
+        par.threads_per_job,
+        a.out.display()
+    );
+    let results = cifar::reproduce(&protocol, &data, &a.out)?;
+    println!("\nTest accuracy (%), mean ± std over {} seed(s), C = {}:\n", a.seeds, a.channels);
+    println!("{}", results.table_md());
+    println!("wall time {:.0} s; results, tables and plots in {}", results.wall_seconds, a.out.display());
+    Ok(())
+}
+
+#[derive(Args)]
+struct ForwardArgs {
+    /// Head of the net: relu, maxout, zhang, dense-morph, sparse-morph (-nobn variants too).
+    #[arg(long)]
+    head: String,
+    /// Channel width C the weights were trained with.
+    #[arg(long)]
+    channels: usize,
+    /// Weights as .npz keyed by PyTorch state_dict names (or the authors' names).
+    #[arg(long)]
+    weights: PathBuf,
+    /// Images: float32 [N,3,32,32] normalised, or uint8 [N,32,32,3].
+    #[arg(long)]
+    input: PathBuf,
+    /// int64 [N] class ids: also write the loss and every parameter's gradient.
+    #[arg(long)]
+    labels: Option<PathBuf>,
+    /// Batch statistics (and running-stat updates) instead of the running statistics.
+    #[arg(long)]
+    train_mode: bool,
+    /// Dropout probability in train mode (0 keeps the run deterministic).
+    #[arg(long, default_value_t = 0.0)]
+    dropout: f32,
+    #[arg(long)]
+    out: PathBuf,
+}
+
+fn forward(a: ForwardArgs) -> Result<()> {
+    morphgrad::experiment::forward::run(&morphgrad::experiment::forward::ForwardSpec {
+        head: a.head.parse()?,
+        channels: a.channels,
+        weights: a.weights,
+        input: a.input,
+        labels: a.labels,
+        train_mode: a.train_mode,
+        dropout: a.dropout,
+        out: a.out,
+    })
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        None => reproduce_cifar(CifarArgs::default()),
+        Some(Command::Reproduce(Reproduce::Cifar(a))) => reproduce_cifar(a),
+        Some(Command::Forward(a)) => forward(a),
+    }
 }

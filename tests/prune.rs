@@ -24,7 +24,8 @@ fn pruning_rules_match_the_reference_exactly() {
         let p = manifest_params(case);
         let mut w = f32s(&d, "w_before");
         let (r, extra) = (p["r"].as_f64().unwrap(), p["extra"].as_u64().unwrap() as usize);
-        let (k, thr) = if p["rule"] == "linear" { prune_linear(&mut w, r, extra) } else { prune_maxplus(&mut w, r) }.unwrap();
+        let (k, thr) =
+            if p["rule"] == "linear" { prune_linear(&mut w, r, extra) } else { prune_maxplus(&mut w, r) }.unwrap();
         assert_eq!(k as u64, p["k"].as_u64().unwrap(), "{case} k");
         assert_eq!(thr, p["threshold"].as_f64().unwrap() as f32, "{case} threshold");
         let expected = f32s(&d, "w_after");
@@ -65,9 +66,14 @@ fn remaining_head_parameters_match_the_reference_accounting() {
 #[test]
 fn paper_table_parameter_column_is_reproduced() {
     // PAPER.md: (r2, r1) -> remaining head parameters at C = 128, any head.
-    for (r2, r1, params) in
-        [(0.7, 0.7, 41380), (0.7, 0.9, 15166), (0.8, 0.7, 40868), (0.9, 0.7, 40356), (0.95, 0.7, 40100), (0.95, 0.95, 7332)]
-    {
+    for (r2, r1, params) in [
+        (0.7, 0.7, 41380),
+        (0.7, 0.9, 15166),
+        (0.8, 0.7, 40868),
+        (0.9, 0.7, 40356),
+        (0.95, 0.7, 40100),
+        (0.95, 0.95, 7332),
+    ] {
         let mut net = CifarNet::new(CifarConfig::paper(HeadKind::SparseMorph { bn: true }, 128), 1);
         assert_eq!(prune_head(&mut net.head, r1, r2).unwrap().params, params, "r1 {r1} r2 {r2}");
     }

@@ -28,7 +28,8 @@ pub const PIXELS: usize = SIDE * SIDE * 3;
 /// Per-channel mean and std of the paper's normalisation.
 pub const MEAN: [f32; 3] = [0.4914, 0.4822, 0.4465];
 pub const STD: [f32; 3] = [0.2023, 0.1994, 0.2010];
-pub const CLASSES: [&str; 10] = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"];
+pub const CLASSES: [&str; 10] =
+    ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"];
 
 /// Labelled 32×32 RGB images, `u8`, HWC.
 #[derive(Clone, Debug, PartialEq)]
@@ -237,7 +238,10 @@ fn sorted_dir(dir: &Path) -> Result<Vec<PathBuf>> {
 }
 
 fn is_image(p: &Path) -> bool {
-    matches!(p.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref(), Some("jpg" | "jpeg" | "png"))
+    matches!(
+        p.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref(),
+        Some("jpg" | "jpeg" | "png")
+    )
 }
 
 fn from_tar_gz(path: &Path) -> Result<Cifar> {
@@ -278,7 +282,8 @@ fn assemble(splits: BTreeMap<String, Encoded>, source: &Path) -> Result<Cifar> {
     let id = |c: &String| classes.iter().position(|k| *k == c).expect("listed") as u8;
     let decode_split = |name: &str| -> Result<ImageSet> {
         let items = splits.get(name).map(Vec::as_slice).unwrap_or(&[]);
-        let decoded: Vec<Vec<u8>> = items.par_iter().map(|(_, file, bytes)| decode_image(file, bytes)).collect::<Result<_>>()?;
+        let decoded: Vec<Vec<u8>> =
+            items.par_iter().map(|(_, file, bytes)| decode_image(file, bytes)).collect::<Result<_>>()?;
         Ok(ImageSet { images: decoded.concat(), labels: items.iter().map(|(c, _, _)| id(c)).collect() })
     };
     Ok(Cifar { train: decode_split("train")?, test: decode_split("test")? })

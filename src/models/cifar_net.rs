@@ -45,8 +45,13 @@ impl CifarNet {
         let c = config.channels;
         let chans = [3, c, c, 2 * c, 2 * c, 2 * c];
         let blocks = (0..5).map(|i| ConvBlock::new(chans[i], chans[i + 1], &mut rng)).collect();
-        let dims =
-            HeadDims { d: 2 * c, h: config.hidden, k: config.classes, sparse_k: config.sparse_k, dropout: config.dropout };
+        let dims = HeadDims {
+            d: 2 * c,
+            h: config.hidden,
+            k: config.classes,
+            sparse_k: config.sparse_k,
+            dropout: config.dropout,
+        };
         let head = Head::new(config.head, dims, &mut rng);
         CifarNet { config, blocks, head }
     }

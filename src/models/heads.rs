@@ -123,7 +123,9 @@ impl Head {
                 drop,
                 dense2: Linear::new(h, k, true, rng),
             },
-            HeadKind::Maxout => Head::Maxout { maxout: Maxout::new(d, h, 2, rng), drop, dense2: Linear::new(h, k, true, rng) },
+            HeadKind::Maxout => {
+                Head::Maxout { maxout: Maxout::new(d, h, 2, rng), drop, dense2: Linear::new(h, k, true, rng) }
+            }
             HeadKind::Zhang => {
                 Head::Zhang { dense1: Linear::new(d, h, false, rng), drop, maxplus: MaxPlus::new(h, k, true, rng) }
             }

@@ -1,0 +1,390 @@
+//! The CIFAR-10 protocol: train every head × seed (Adam, batch 64, keep the
+//! best validation model), evaluate on test, prune over the r1 × r2 grid.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::Instant;
+
+use anyhow::{Result, bail};
+use indicatif::ProgressBar;
+use rand::seq::SliceRandom;
+use rand::{SeedableRng, rngs::Xoshiro256PlusPlus};
+use serde::{Deserialize, Serialize};
+
+use super::run_dir::{Meta, RunDir};
+use crate::autograd::no_grad;
+use crate::data::cifar::ImageSet;
+use crate::models::{CifarConfig, CifarNet, Head, HeadKind};
+use crate::nn::{Ctx, ModuleExt};
+use crate::ops;
+use crate::optim::{Adam, Optimizer};
+use crate::prune::prune_head;
+use crate::tensor::Tensor;
+
+/// Every setting of a CIFAR-10 reproduction (stored in `results.json`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct CifarProtocol {
+    /// Where the images came from.
+    pub data: String,
+    pub channels: usize,
+    pub hidden: usize,
+    pub sparse_k: usize,
+    pub dropout: f32,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub lr: f32,
+    /// Seed of the 80/20 train/validation split (the same for every run).
+    pub split_seed: u64,
+    pub seeds: Vec<u64>,
+    pub heads: Vec<String>,
+    pub ratios: Vec<f64>,
+    pub n_train: usize,
+    pub n_val: usize,
+    pub n_test: usize,
+    /// Runs trained side by side, and rayon threads for each.
+    pub jobs: usize,
+    pub threads_per_job: usize,
+}
+
+/// Train / validation / test images of one reproduction.
+pub struct CifarSplits {
+    pub train: ImageSet,
+    pub val: ImageSet,
+    pub test: ImageSet,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct EpochLog {
+    pub epoch: usize,
+    pub train_loss: f64,
+    pub val_loss: f64,
+    /// Percent.
+    pub val_acc: f64,
+    pub seconds: f64,
+    pub images_per_s: f64,
+}
+
+/// Test accuracy of one pruned copy of the best model.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct PrunedRun {
+    pub r1: f64,
+    pub r2: f64,
+    pub params: usize,
+    pub test_acc: f64,
+    /// Measured fraction of inactive weights per pruned layer.
+    pub sparsity: BTreeMap<String, f64>,
+}
+
+/// Histogram of `|w|` of the first head layer of the best model.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Histogram {
+    pub max: f32,
+    pub counts: Vec<usize>,
+}
+
+/// Everything one (head, seed) run produced.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct CifarRun {
+    pub head: String,
+    pub seed: u64,
+    pub epochs: Vec<EpochLog>,
+    pub best_epoch: usize,
+    pub unpruned_test_acc: f64,
+    pub pruned: Vec<PrunedRun>,
+    pub first_layer_abs_weights: Histogram,
+}
+
+/// Per-step dropout seed: a pure function of (run seed, epoch, step), so a
+/// resumed run draws exactly the masks of an uninterrupted one.
+fn step_seed(seed: u64, epoch: usize, step: usize) -> u64 {
+    seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ ((epoch as u64) << 32) ^ step as u64
+}
+
+/// Mean cross-entropy and number of correct predictions, eval mode.
+pub fn evaluate(model: &mut CifarNet, set: &ImageSet) -> Result<(f64, usize)> {
+    let (mut loss, mut correct) = (0.0f64, 0usize);
+    no_grad(|| -> Result<()> {
+        for chunk in (0..set.len()).collect::<Vec<_>>().chunks(256) {
+            let (x, labels) = set.batch(chunk);
+            let logits = model.forward(&Tensor::new(x), &mut Ctx::eval())?;
+            loss += ops::cross_entropy(&logits, &labels).item() as f64 * chunk.len() as f64;
+            correct += count_correct(&logits, &labels);
+        }
+        Ok(())
+    })?;
+    Ok((loss / set.len().max(1) as f64, correct))
+}
+
+/// Correct top-1 predictions (ties: the lowest class id).
+pub fn count_correct(logits: &Tensor, labels: &[usize]) -> usize {
+    let k = logits.shape()[1];
+    logits
+        .data()
+        .chunks_exact(k)
+        .zip(labels)
+        .filter(|(row, l)| {
+            let best = row.iter().enumerate().fold(0, |b, (i, &v)| if v > row[b] { i } else { b });
+            best == **l
+        })
+        .count()
+}
+
+fn percent(correct: usize, n: usize) -> f64 {
+    100.0 * correct as f64 / n.max(1) as f64
+}
+
+/// Train one (head, seed) run in `dir`, resuming from its checkpoint if one
+/// exists, then evaluate and prune. A finished run is read back, not redone.
+pub fn run(
+    p: &CifarProtocol,
+    data: &CifarSplits,
+    head: HeadKind,
+    seed: u64,
+    dir: &RunDir,
+    bar: &ProgressBar,
+) -> Result<CifarRun> {
+    if let Some(done) = dir.read_result::<CifarRun>()? {
+        bar.finish_with_message(format!("{head} seed {seed}: done earlier"));
+        return Ok(done);
+    }
+    let config = CifarConfig {
+        head,
+        channels: p.channels,
+        hidden: p.hidden,
+        classes: 10,
+        sparse_k: p.sparse_k,
+        dropout: p.dropout,
+    };
+    let mut model = CifarNet::new(config, seed);
+    let mut opt = Adam::new(p.lr, 0.0);
+    let (mut epochs, mut best_correct, mut best_epoch) = (Vec::new(), -1i64, 0usize);
+    if let Some(meta) = dir.load_checkpoint(&mut model, &mut opt)? {
+        let done = meta["epochs_done"] as usize;
+        epochs = dir.read_log::<EpochLog>(done)?;
+        best_correct = meta["best_correct"];
+        best_epoch = meta["best_epoch"] as usize;
+    }
+    let steps = p.train_steps(data.train.len());
+    bar.set_length((steps * p.epochs) as u64);
+    bar.set_position((steps * epochs.len()) as u64);
+    for epoch in epochs.len() + 1..=p.epochs {
+        let t0 = Instant::now();
+        let mut order: Vec<usize> = (0..data.train.len()).collect();
+        order
+            .shuffle(&mut Xoshiro256PlusPlus::seed_from_u64(seed ^ (epoch as u64).wrapping_mul(0xA24B_AED4_963E_E407)));
+        let mut loss_sum = 0.0f64;
+        for (step, idx) in order.chunks(p.batch_size).take(steps).enumerate() {
+            let (x, labels) = data.train.batch(idx);
+            let logits = model.forward(&Tensor::new(x), &mut Ctx::train(step_seed(seed, epoch, step)))?;
+            let loss = ops::cross_entropy(&logits, &labels);
+            let grads = loss.backward();
+            opt.step(&mut model, &grads);
+            loss_sum += loss.item() as f64;
+            bar.inc(1);
+            if step % 10 == 0 {
+                bar.set_message(format!("{head} seed {seed} epoch {epoch} loss {:.3}", loss.item()));
+            }
+        }
+        let seconds = t0.elapsed().as_secs_f64();
+        let (val_loss, correct) = evaluate(&mut model, &data.val)?;
+        epochs.push(EpochLog {
+            epoch,
+            train_loss: loss_sum / steps as f64,
+            val_loss,
+            val_acc: percent(correct, data.val.len()),
+            seconds,
+            images_per_s: (steps * p.batch_size) as f64 / seconds,
+        });
+        if correct as i64 > best_correct {
+            best_correct = correct as i64;
+            best_epoch = epoch;
+            dir.save_best(&mut model)?;
+        }
+        dir.write_log(&epochs)?;
+        let meta: Meta =
+            [("epochs_done", epoch as i64), ("best_correct", best_correct), ("best_epoch", best_epoch as i64)]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect();
+        dir.save_checkpoint(&mut model, &opt, &meta)?;
+    }
+    bar.set_message(format!("{head} seed {seed}: testing and pruning"));
+    let result = finish(p, data, config, seed, dir, epochs, best_epoch)?;
+    dir.write_result(&result)?;
+    bar.finish_with_message(format!("{head} seed {seed}: test {:.2}%", result.unpruned_test_acc));
+    Ok(result)
+}
+
+impl CifarProtocol {
+    /// Optimiser steps per epoch: every full batch, and a last partial one
+    /// unless it would hold a single image (train-mode BatchNorm needs two).
+    pub fn train_steps(&self, n: usize) -> usize {
+        let full = n / self.batch_size;
+        if n % self.batch_size >= 2 { full + 1 } else { full }
+    }
+}
+
+/// Test the best model, then each pruned copy. The backbone is untouched by
+/// pruning, so its test features are computed once and only the head runs
+/// per grid point.
+fn finish(
+    p: &CifarProtocol,
+    data: &CifarSplits,
+    config: CifarConfig,
+    seed: u64,
+    dir: &RunDir,
+    epochs: Vec<EpochLog>,
+    best_epoch: usize,
+) -> Result<CifarRun> {
+    let best = dir.best_state()?;
+    let mut model = CifarNet::new(config, seed);
+    model.load_state_dict(&best)?;
+    let labels: Vec<usize> = data.test.labels.iter().map(|&l| l as usize).collect();
+    let features = no_grad(|| -> Result<Tensor> {
+        let mut parts = Vec::new();
+        for chunk in (0..data.test.len()).collect::<Vec<_>>().chunks(256) {
+            parts.push(model.features(&Tensor::new(data.test.batch(chunk).0), &Ctx::eval()));
+        }
+        Ok(Tensor::concat(&parts, 0))
+    })?;
+    let head_acc = |head: &mut Head| -> f64 {
+        let logits = no_grad(|| head.forward(&features, &mut Ctx::eval()));
+        percent(count_correct(&logits, &labels), labels.len())
+    };
+    let unpruned_test_acc = head_acc(&mut model.head);
+    let first_layer_abs_weights = first_layer_histogram(&model.head);
+    let mut pruned = Vec::new();
+    if config.head != HeadKind::Zhang {
+        for &r2 in &p.ratios {
+            for &r1 in &p.ratios {
+                let mut m = CifarNet::new(config, seed);
+                m.load_state_dict(&best)?;
+                let report = prune_head(&mut m.head, r1, r2)?;
+                let sparsity = report.layers.iter().map(|l| (l.layer.clone(), l.sparsity)).collect();
+                pruned.push(PrunedRun { r1, r2, params: report.params, test_acc: head_acc(&mut m.head), sparsity });
+            }
+        }
+    }
+    Ok(CifarRun {
+        head: config.head.id(),
+        seed,
+        epochs,
+        best_epoch,
+        unpruned_test_acc,
+        pruned,
+        first_layer_abs_weights,
+    })
+}
+
+/// 60-bin histogram of `|w|` over the first head layer (both maxout branches).
+pub fn first_layer_histogram(head: &Head) -> Histogram {
+    let weights: Vec<f32> = match head {
+        Head::Relu { dense1, .. }
+        | Head::Zhang { dense1, .. }
+        | Head::DenseMorph { dense1, .. }
+        | Head::SparseMorph { dense1, .. } => dense1.weight.data().iter().map(|v| v.abs()).collect(),
+        Head::Maxout { maxout, .. } => {
+            maxout.branches.iter().flat_map(|(l, _)| l.weight.data().iter().map(|v| v.abs())).collect()
+        }
+    };
+    let max = weights.iter().copied().fold(0.0f32, f32::max).max(f32::MIN_POSITIVE);
+    let mut counts = vec![0usize; 60];
+    for w in weights {
+        counts[((w / max * 60.0) as usize).min(59)] += 1;
+    }
+    Histogram { max, counts }
+}
+
+/// Parse a comma-separated list of heads.
+pub fn parse_heads(list: &str) -> Result<Vec<HeadKind>> {
+    let heads: Vec<HeadKind> =
+        list.split(',').filter(|s| !s.trim().is_empty()).map(str::parse).collect::<Result<_>>()?;
+    if heads.is_empty() {
+        bail!("--heads is empty: give e.g. relu,maxout,dense-morph,sparse-morph");
+    }
+    Ok(heads)
+}
+
+/// Parse a comma-separated list of pruning ratios in (0, 1).
+pub fn parse_ratios(list: &str) -> Result<Vec<f64>> {
+    list.split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| {
+            let r: f64 = s.trim().parse().map_err(|_| anyhow::anyhow!("pruning ratio `{s}` is not a number"))?;
+            if !(0.0..1.0).contains(&r) {
+                bail!("pruning ratio {r} must be in [0, 1): it is the fraction of weights removed");
+            }
+            Ok(r)
+        })
+        .collect()
+}
+
+/// Where a reproduction reads its images.
+pub enum CifarSource {
+    /// The seeded generator: `n_train` training (split 80/20) and `n_test` test images.
+    Synthetic { n_train: usize, n_test: usize, seed: u64 },
+    /// Binary folder, image folder or `.tar.gz`; optionally a seeded random
+    /// subset of each split (for quick runs).
+    Path { path: std::path::PathBuf, subset_train: Option<usize>, subset_test: Option<usize> },
+}
+
+impl CifarSource {
+    /// Load and split the images; decoded real data is cached in `cache_dir`.
+    pub fn load(&self, split_seed: u64, cache_dir: &std::path::Path) -> Result<(String, CifarSplits)> {
+        let (desc, data) = match self {
+            CifarSource::Synthetic { n_train, n_test, seed } => (
+                format!("synthetic CIFAR-like images ({n_train} train + {n_test} test, seed {seed})"),
+                crate::data::synthetic::cifar_like(*n_train, *n_test, *seed),
+            ),
+            CifarSource::Path { path, subset_train, subset_test } => {
+                let mut data = crate::data::cifar::Cifar::load(path, cache_dir)?;
+                let mut desc = path.display().to_string();
+                for (set, limit, name) in
+                    [(&mut data.train, subset_train, "train"), (&mut data.test, subset_test, "test")]
+                {
+                    if let Some(n) = *limit {
+                        if n > set.len() {
+                            bail!("--subset-{name} {n} exceeds the {} {name} images available", set.len());
+                        }
+                        let mut idx: Vec<usize> = (0..set.len()).collect();
+                        idx.shuffle(&mut Xoshiro256PlusPlus::seed_from_u64(split_seed ^ 0xC1FA));
+                        idx.truncate(n);
+                        idx.sort_unstable();
+                        *set = set.subset(&idx);
+                        let _ = write!(desc, ", random {n} {name} images");
+                    }
+                }
+                (desc, data)
+            }
+        };
+        let (tr, va) = crate::data::cifar::split_train_val(data.train.len(), split_seed);
+        Ok((desc, CifarSplits { train: data.train.subset(&tr), val: data.train.subset(&va), test: data.test }))
+    }
+}
+
+/// Train, test and prune every head × seed of `p`, writing each run under
+/// `out/runs/` and the reports into `out/`. Re-running the same command
+/// resumes: finished runs are read back, interrupted ones continue from
+/// their last epoch.
+pub fn reproduce(
+    p: &CifarProtocol,
+    data: &CifarSplits,
+    out: &std::path::Path,
+) -> Result<super::cifar_report::CifarResults> {
+    let t0 = Instant::now();
+    let heads: Vec<HeadKind> = p.heads.iter().map(|h| h.parse()).collect::<Result<_>>()?;
+    let tasks: Vec<(HeadKind, u64)> = heads.iter().flat_map(|&h| p.seeds.iter().map(move |&s| (h, s))).collect();
+    let par = super::grid::Parallelism { jobs: p.jobs, threads_per_job: p.threads_per_job };
+    let runs = super::grid::run_grid(
+        &tasks,
+        par,
+        |(h, s)| format!("{h} seed {s}"),
+        |&(h, s), bar| {
+            let dir = RunDir::new(&out.join("runs").join(format!("{h}-seed{s}")))?;
+            run(p, data, h, s, &dir, bar)
+        },
+    )?;
+    let results = super::cifar_report::CifarResults::from_runs(p.clone(), &runs, t0.elapsed().as_secs_f64());
+    results.write(out)?;
+    Ok(results)
+}

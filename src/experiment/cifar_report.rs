@@ -1,0 +1,288 @@
+//! CIFAR-10 results: `results.json` (every number, per seed), `results.csv`,
+//! the paper's table as `table.md` and `table.tex`, and the plots.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+
+use super::cifar::{CifarProtocol, CifarRun, EpochLog, Histogram};
+use super::plots::{Chart, Series, draw};
+use super::stats::{fmt_mean_std, mean_std};
+use crate::io::write_text_atomic;
+use crate::models::HeadKind;
+
+/// One grid point of a head, over seeds.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct PrunedPoint {
+    pub r1: f64,
+    pub r2: f64,
+    pub params: usize,
+    /// Percent, one per seed.
+    pub test_acc: Vec<f64>,
+    /// Mean measured sparsity per layer.
+    pub sparsity: BTreeMap<String, f64>,
+}
+
+/// One head over seeds.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct HeadResults {
+    pub seeds: Vec<u64>,
+    pub unpruned_test_acc: Vec<f64>,
+    pub best_epoch: Vec<usize>,
+    pub epochs: Vec<Vec<EpochLog>>,
+    pub pruned: Vec<PrunedPoint>,
+    pub first_layer_abs_weights: Vec<Histogram>,
+}
+
+/// The whole reproduction (`results.json`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct CifarResults {
+    pub protocol: CifarProtocol,
+    pub heads: BTreeMap<String, HeadResults>,
+    pub wall_seconds: f64,
+}
+
+impl CifarResults {
+    pub fn from_runs(protocol: CifarProtocol, runs: &[CifarRun], wall_seconds: f64) -> CifarResults {
+        let mut heads: BTreeMap<String, HeadResults> = BTreeMap::new();
+        for r in runs {
+            let h = heads.entry(r.head.clone()).or_insert_with(|| HeadResults {
+                seeds: vec![],
+                unpruned_test_acc: vec![],
+                best_epoch: vec![],
+                epochs: vec![],
+                pruned: r
+                    .pruned
+                    .iter()
+                    .map(|p| PrunedPoint {
+                        r1: p.r1,
+                        r2: p.r2,
+                        params: p.params,
+                        test_acc: vec![],
+                        sparsity: BTreeMap::new(),
+                    })
+                    .collect(),
+                first_layer_abs_weights: vec![],
+            });
+            h.seeds.push(r.seed);
+            h.unpruned_test_acc.push(r.unpruned_test_acc);
+            h.best_epoch.push(r.best_epoch);
+            h.epochs.push(r.epochs.clone());
+            h.first_layer_abs_weights.push(r.first_layer_abs_weights.clone());
+            for (agg, p) in h.pruned.iter_mut().zip(&r.pruned) {
+                agg.test_acc.push(p.test_acc);
+                for (layer, s) in &p.sparsity {
+                    *agg.sparsity.entry(layer.clone()).or_default() += s;
+                }
+            }
+        }
+        for h in heads.values_mut() {
+            let n = h.seeds.len() as f64;
+            for p in &mut h.pruned {
+                p.sparsity.values_mut().for_each(|s| *s /= n);
+            }
+        }
+        CifarResults { protocol, heads, wall_seconds }
+    }
+
+    /// Heads in the order the protocol lists them.
+    fn ordered(&self) -> Vec<(HeadKind, &HeadResults)> {
+        self.protocol.heads.iter().filter_map(|id| Some((id.parse().ok()?, self.heads.get(id)?))).collect()
+    }
+
+    /// The paper's layout: rows (r2, r1, params), a column per head, mean ± std.
+    pub fn table_md(&self) -> String {
+        let heads = self.ordered();
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "| r2 | r1 | params | {} |",
+            heads.iter().map(|(k, _)| k.label()).collect::<Vec<_>>().join(" | ")
+        );
+        let _ = writeln!(s, "|---|---|---|{}", "---|".repeat(heads.len()));
+        let cells: Vec<String> = heads.iter().map(|(_, h)| fmt_mean_std(&h.unpruned_test_acc, 2)).collect();
+        let _ = writeln!(s, "| – | – | unpruned | {} |", cells.join(" | "));
+        for (r2, r1, params) in self.grid_rows() {
+            let cells: Vec<String> = heads
+                .iter()
+                .map(|(_, h)| {
+                    h.pruned
+                        .iter()
+                        .find(|p| p.r1 == r1 && p.r2 == r2)
+                        .map_or("–".into(), |p| fmt_mean_std(&p.test_acc, 2))
+                })
+                .collect();
+            let _ = writeln!(s, "| {r2} | {r1} | {params} | {} |", cells.join(" | "));
+        }
+        for note in self.param_notes() {
+            let _ = writeln!(s, "\n{note}");
+        }
+        s
+    }
+
+    /// The same table for LaTeX (booktabs).
+    pub fn table_tex(&self) -> String {
+        let heads = self.ordered();
+        let mut s = String::new();
+        let _ = writeln!(s, "\\begin{{tabular}}{{rrr{}}}\n\\toprule", "c".repeat(heads.len()));
+        let names: Vec<String> = heads.iter().map(|(k, _)| k.label()).collect();
+        let _ = writeln!(s, "$r_2$ & $r_1$ & params & {} \\\\\n\\midrule", names.join(" & "));
+        let pm = |v: &[f64]| {
+            let (m, sd) = mean_std(v);
+            format!("${m:.2} \\pm {sd:.2}$")
+        };
+        let cells: Vec<String> = heads.iter().map(|(_, h)| pm(&h.unpruned_test_acc)).collect();
+        let _ = writeln!(s, "\\multicolumn{{3}}{{l}}{{unpruned}} & {} \\\\\n\\midrule", cells.join(" & "));
+        for (r2, r1, params) in self.grid_rows() {
+            let cells: Vec<String> = heads
+                .iter()
+                .map(|(_, h)| {
+                    h.pruned.iter().find(|p| p.r1 == r1 && p.r2 == r2).map_or("--".into(), |p| pm(&p.test_acc))
+                })
+                .collect();
+            let _ = writeln!(s, "{r2} & {r1} & {params} & {} \\\\", cells.join(" & "));
+        }
+        s.push_str("\\bottomrule\n\\end{tabular}\n");
+        s
+    }
+
+    /// `(r2, r1, params)` rows, sorted like the paper; `params` of the first
+    /// head that has the point.
+    fn grid_rows(&self) -> Vec<(f64, f64, usize)> {
+        let mut rows: Vec<(f64, f64, usize)> = Vec::new();
+        for (_, h) in self.ordered() {
+            for p in &h.pruned {
+                if !rows.iter().any(|r| r.0 == p.r2 && r.1 == p.r1) {
+                    rows.push((p.r2, p.r1, p.params));
+                }
+            }
+        }
+        rows.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.total_cmp(&b.1)));
+        rows
+    }
+
+    /// Heads whose remaining-parameter count differs from the params column.
+    fn param_notes(&self) -> Vec<String> {
+        let rows = self.grid_rows();
+        self.ordered()
+            .into_iter()
+            .filter(|(_, h)| {
+                h.pruned.iter().any(|p| rows.iter().any(|r| r.0 == p.r2 && r.1 == p.r1 && r.2 != p.params))
+            })
+            .map(|(k, h)| {
+                let counts: Vec<String> =
+                    h.pruned.iter().map(|p| format!("({}, {}) {}", p.r2, p.r1, p.params)).collect();
+                format!(
+                    "{} keeps a different number of head parameters (r2, r1 → params): {}.",
+                    k.label(),
+                    counts.join(", ")
+                )
+            })
+            .collect()
+    }
+
+    /// Long format: one row per head, seed and grid point (r1 = r2 = 0: unpruned).
+    pub fn csv(&self) -> String {
+        let mut s = String::from("head,seed,r1,r2,params,test_acc\n");
+        for (kind, h) in self.ordered() {
+            for (i, seed) in h.seeds.iter().enumerate() {
+                let _ = writeln!(s, "{},{seed},0,0,,{:.4}", kind.id(), h.unpruned_test_acc[i]);
+                for p in &h.pruned {
+                    let _ = writeln!(s, "{},{seed},{},{},{},{:.4}", kind.id(), p.r1, p.r2, p.params, p.test_acc[i]);
+                }
+            }
+        }
+        s
+    }
+
+    /// Write every output file into `dir`.
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        write_text_atomic(&dir.join("results.json"), &serde_json::to_string_pretty(self)?)?;
+        write_text_atomic(&dir.join("results.csv"), &self.csv())?;
+        write_text_atomic(&dir.join("table.md"), &self.table_md())?;
+        write_text_atomic(&dir.join("table.tex"), &self.table_tex())?;
+        self.plots(dir)
+    }
+
+    fn plots(&self, dir: &Path) -> Result<()> {
+        let heads = self.ordered();
+        let val_acc: Vec<Series> = heads
+            .iter()
+            .map(|(k, h)| {
+                let epochs = h.epochs.iter().map(Vec::len).min().unwrap_or(0);
+                let stats: Vec<(f64, f64, f64)> = (0..epochs)
+                    .map(|e| {
+                        let (m, s) = mean_std(&h.epochs.iter().map(|run| run[e].val_acc).collect::<Vec<_>>());
+                        ((e + 1) as f64, m, s)
+                    })
+                    .collect();
+                Series {
+                    name: k.label(),
+                    points: stats.iter().map(|&(x, m, _)| (x, m)).collect(),
+                    band: stats.iter().map(|&(x, m, s)| (x, m - s, m + s)).collect(),
+                }
+            })
+            .collect();
+        let title = "Validation accuracy per epoch (mean ± std over seeds)";
+        draw(
+            &Chart { title, x_label: "epoch", y_label: "validation accuracy (%)", log_x: false, series: val_acc },
+            &dir.join("val_acc"),
+        )?;
+
+        let pruning: Vec<Series> = heads
+            .iter()
+            .filter(|(_, h)| !h.pruned.is_empty())
+            .map(|(k, h)| {
+                let mut pts: Vec<(f64, f64, f64)> = h
+                    .pruned
+                    .iter()
+                    .map(|p| {
+                        let (m, s) = mean_std(&p.test_acc);
+                        (p.params as f64, m, s)
+                    })
+                    .collect();
+                pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+                Series {
+                    name: k.label(),
+                    points: pts.iter().map(|&(x, m, _)| (x, m)).collect(),
+                    band: pts.iter().map(|&(x, m, s)| (x, m - s, m + s)).collect(),
+                }
+            })
+            .collect();
+        let title = "Test accuracy after pruning vs remaining head parameters";
+        draw(
+            &Chart {
+                title,
+                x_label: "remaining head parameters",
+                y_label: "test accuracy (%)",
+                log_x: true,
+                series: pruning,
+            },
+            &dir.join("acc_vs_params"),
+        )?;
+
+        let hist: Vec<Series> = heads
+            .iter()
+            .filter_map(|(k, h)| {
+                let hg = h.first_layer_abs_weights.first()?;
+                let total = hg.counts.iter().sum::<usize>().max(1) as f64;
+                let width = hg.max as f64 / hg.counts.len() as f64;
+                let points = hg
+                    .counts
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &c)| ((i as f64 + 0.5) * width, 100.0 * c as f64 / total))
+                    .collect();
+                Some(Series { name: k.label(), points, band: vec![] })
+            })
+            .collect();
+        let title = "|w| of the first head layer (first seed): induced sparsity";
+        draw(
+            &Chart { title, x_label: "|w|", y_label: "share of weights (%)", log_x: false, series: hist },
+            &dir.join("weight_hist"),
+        )
+    }
+}

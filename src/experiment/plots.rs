@@ -1,0 +1,103 @@
+//! Line charts with optional ±bands, written as SVG and PNG (plotters; the
+//! PNG text uses the embedded DejaVu Sans font, so no system fonts needed).
+
+use std::path::Path;
+
+use anyhow::{Result, anyhow};
+use plotters::coord::Shift;
+use plotters::prelude::*;
+
+/// One curve: `(x, y)` points and, optionally, a band `(x, low, high)`.
+pub struct Series {
+    pub name: String,
+    pub points: Vec<(f64, f64)>,
+    pub band: Vec<(f64, f64, f64)>,
+}
+
+/// A chart to draw.
+pub struct Chart<'a> {
+    pub title: &'a str,
+    pub x_label: &'a str,
+    pub y_label: &'a str,
+    pub log_x: bool,
+    pub series: Vec<Series>,
+}
+
+const PALETTE: [RGBColor; 8] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+];
+
+fn register_font() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // A failure only means PNG text falls back to nothing; SVG is unaffected.
+        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, dejavu::sans::regular());
+    });
+}
+
+/// Write `<stem>.svg` and `<stem>.png`.
+pub fn draw(chart: &Chart<'_>, stem: &Path) -> Result<()> {
+    register_font();
+    let svg = stem.with_extension("svg");
+    let png = stem.with_extension("png");
+    let size = (900, 560);
+    render(chart, &SVGBackend::new(&svg, size).into_drawing_area())?;
+    render(chart, &BitMapBackend::new(&png, size).into_drawing_area())?;
+    Ok(())
+}
+
+fn render<DB: DrawingBackend>(chart: &Chart<'_>, area: &DrawingArea<DB, Shift>) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    let err = |e: DrawingAreaErrorKind<DB::ErrorType>| anyhow!("plotting {}: {e:?}", chart.title);
+    area.fill(&WHITE).map_err(err)?;
+    let all_x = chart.series.iter().flat_map(|s| s.points.iter().map(|p| p.0));
+    let all_y =
+        chart.series.iter().flat_map(|s| s.points.iter().map(|p| p.1).chain(s.band.iter().flat_map(|b| [b.1, b.2])));
+    let (x0, x1) = bounds(all_x);
+    let (y0, y1) = bounds(all_y);
+    let pad = ((y1 - y0) * 0.05).max(1e-6);
+    let mut builder = ChartBuilder::on(area);
+    builder.caption(chart.title, ("sans-serif", 22)).margin(12).x_label_area_size(45).y_label_area_size(60);
+    macro_rules! plot_in {
+        ($ctx:expr) => {{
+            let mut ctx = $ctx;
+            ctx.configure_mesh().x_desc(chart.x_label).y_desc(chart.y_label).draw().map_err(err)?;
+            for (i, s) in chart.series.iter().enumerate() {
+                let color = PALETTE[i % PALETTE.len()];
+                if !s.band.is_empty() {
+                    let poly: Vec<(f64, f64)> =
+                        s.band.iter().map(|b| (b.0, b.2)).chain(s.band.iter().rev().map(|b| (b.0, b.1))).collect();
+                    ctx.draw_series(std::iter::once(Polygon::new(poly, color.mix(0.18)))).map_err(err)?;
+                }
+                ctx.draw_series(LineSeries::new(s.points.iter().copied(), color.stroke_width(2)))
+                    .map_err(err)?
+                    .label(s.name.as_str())
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+                ctx.draw_series(s.points.iter().map(|&p| Circle::new(p, 3, color.filled()))).map_err(err)?;
+            }
+            ctx.configure_series_labels().border_style(BLACK).background_style(WHITE.mix(0.85)).draw().map_err(err)?;
+        }};
+    }
+    if chart.log_x {
+        plot_in!(builder.build_cartesian_2d((x0.max(1e-9)..x1 * 1.05).log_scale(), y0 - pad..y1 + pad).map_err(err)?);
+    } else {
+        plot_in!(builder.build_cartesian_2d(x0..x1.max(x0 + 1e-9), y0 - pad..y1 + pad).map_err(err)?);
+    }
+    area.present().map_err(err)?;
+    Ok(())
+}
+
+fn bounds(v: impl Iterator<Item = f64>) -> (f64, f64) {
+    let (lo, hi) =
+        v.filter(|x| x.is_finite()).fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| (a.min(x), b.max(x)));
+    if lo.is_finite() { (lo, if hi > lo { hi } else { lo + 1.0 }) } else { (0.0, 1.0) }
+}
