@@ -33,6 +33,8 @@ macro_rules! simd_dispatch {
     };
 }
 
+pub(crate) use simd_dispatch;
+
 pub mod gemm;
 pub mod im2col;
 pub mod maxplus;
@@ -47,37 +49,24 @@ pub const PAR_MIN: usize = 1 << 15;
 /// depend on the thread count).
 const PAR_CHUNK: usize = 1 << 14;
 
-/// `f` applied to every element, in parallel for large inputs.
-pub fn map(src: &[f32], f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> {
-    let mut out = vec![0.0; src.len()];
+/// `f` applied to every element, in parallel for large inputs. (Collecting
+/// writes the output once; no zero-filled buffer first.)
+pub fn map(src: &[f32], f: impl Fn(f32) -> f32 + Sync + Send) -> Vec<f32> {
     if src.len() < PAR_MIN {
-        out.iter_mut().zip(src).for_each(|(o, &x)| *o = f(x));
+        src.iter().map(|&x| f(x)).collect()
     } else {
-        out.par_chunks_mut(PAR_CHUNK)
-            .zip(src.par_chunks(PAR_CHUNK))
-            .for_each(|(o, s)| o.iter_mut().zip(s).for_each(|(o, &x)| *o = f(x)));
+        src.par_iter().with_min_len(PAR_CHUNK).map(|&x| f(x)).collect()
     }
-    out
 }
 
 /// `f(a[i], b[i])` for equally long slices, in parallel for large inputs.
-pub fn zip_map(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
+pub fn zip_map(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync + Send) -> Vec<f32> {
     assert_eq!(a.len(), b.len(), "zip_map: lengths differ");
-    let mut out = vec![0.0; a.len()];
     if a.len() < PAR_MIN {
-        for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
-            *o = f(x, y);
-        }
+        a.iter().zip(b).map(|(&x, &y)| f(x, y)).collect()
     } else {
-        out.par_chunks_mut(PAR_CHUNK).zip(a.par_chunks(PAR_CHUNK).zip(b.par_chunks(PAR_CHUNK))).for_each(
-            |(o, (x, y))| {
-                for ((o, &x), &y) in o.iter_mut().zip(x).zip(y) {
-                    *o = f(x, y);
-                }
-            },
-        );
+        a.par_iter().zip(b).with_min_len(PAR_CHUNK).map(|(&x, &y)| f(x, y)).collect()
     }
-    out
 }
 
 thread_local! {
@@ -114,7 +103,7 @@ pub fn tune_allocator() {
         #[cfg(all(target_os = "linux", target_env = "gnu"))]
         // SAFETY: mallopt only adjusts allocator parameters; it is safe to call at any time.
         unsafe {
-            libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+            libc::mallopt(libc::M_MMAP_MAX, 0);
             libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
         }
     });

@@ -9,7 +9,7 @@ use ndarray::{ArrayD, IxDyn};
 use rayon::prelude::*;
 
 use crate::autograd::{Op, is_recording};
-use crate::kernels::PAR_MIN;
+use crate::kernels::{PAR_MIN, simd_dispatch};
 use crate::tensor::Tensor;
 
 /// Max over `kernel × kernel` windows taken every `stride` pixels of `x [N, C, H, W]`.
@@ -25,21 +25,10 @@ pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize) -> Tensor {
     let mut y = vec![0.0f32; planes * ho * wo];
     let mut arg = vec![0u32; planes * ho * wo];
     let pool_plane = |(src, (dst, args)): (&[f32], (&mut [f32], &mut [u32]))| {
-        for oh in 0..ho {
-            for ow in 0..wo {
-                let (mut best, mut at) = (f32::NEG_INFINITY, usize::MAX);
-                for ki in 0..kernel {
-                    let row = (oh * stride + ki) * w + ow * stride;
-                    for (kj, &v) in src[row..row + kernel].iter().enumerate() {
-                        if at == usize::MAX || v > best || (v.is_nan() && !best.is_nan()) {
-                            best = v;
-                            at = row + kj;
-                        }
-                    }
-                }
-                dst[oh * wo + ow] = best;
-                args[oh * wo + ow] = at as u32;
-            }
+        if kernel == 2 && stride == 2 {
+            pool_2x2(src, w, ho, wo, dst, args)
+        } else {
+            pool_any(src, w, kernel, stride, ho, wo, dst, args)
         }
     };
     let src = x.data();
@@ -51,6 +40,76 @@ pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize) -> Tensor {
     let out = ArrayD::from_shape_vec(IxDyn(&[sh[0], sh[1], ho, wo]), y).expect("sizes agree");
     let argmax = if is_recording(&[x]) { arg } else { Vec::new() };
     Tensor::from_op(out, Op::MaxPool2d { x: x.clone(), argmax })
+}
+
+/// Does `v` take over from the running maximum `best`? Strictly greater, or
+/// the first NaN.
+#[inline(always)]
+fn beats(v: f32, best: f32) -> bool {
+    (v > best) | (v.is_nan() & !best.is_nan())
+}
+
+/// Any window size: windows scanned row-major.
+#[allow(clippy::too_many_arguments)]
+fn pool_any(
+    src: &[f32],
+    w: usize,
+    kernel: usize,
+    stride: usize,
+    ho: usize,
+    wo: usize,
+    dst: &mut [f32],
+    args: &mut [u32],
+) {
+    for oh in 0..ho {
+        for ow in 0..wo {
+            let first = oh * stride * w + ow * stride;
+            let (mut best, mut at) = (src[first], first);
+            for ki in 0..kernel {
+                let row = (oh * stride + ki) * w + ow * stride;
+                for (kj, &v) in src[row..row + kernel].iter().enumerate() {
+                    if beats(v, best) {
+                        best = v;
+                        at = row + kj;
+                    }
+                }
+            }
+            dst[oh * wo + ow] = best;
+            args[oh * wo + ow] = at as u32;
+        }
+    }
+}
+
+simd_dispatch! {
+    /// The network's 2×2 / stride 2 case: the four candidates of a window
+    /// compared in row-major order with selects (no branches), so the loop
+    /// vectorises.
+    fn pool_2x2(src: &[f32], w: usize, ho: usize, wo: usize, dst: &mut [f32], args: &mut [u32]) => pool_2x2_generic
+}
+
+#[inline(always)]
+fn pool_2x2_generic(src: &[f32], w: usize, ho: usize, wo: usize, dst: &mut [f32], args: &mut [u32]) {
+    for oh in 0..ho {
+        let (top, bottom) = (&src[2 * oh * w..][..2 * wo], &src[(2 * oh + 1) * w..][..2 * wo]);
+        let (d, a) = (&mut dst[oh * wo..][..wo], &mut args[oh * wo..][..wo]);
+        let base = (2 * oh * w) as u32;
+        for ow in 0..wo {
+            let (c0, c1, c2, c3) = (top[2 * ow], top[2 * ow + 1], bottom[2 * ow], bottom[2 * ow + 1]);
+            let col = base + 2 * ow as u32;
+            let (mut best, mut at) = (c0, col);
+            let t = beats(c1, best);
+            best = if t { c1 } else { best };
+            at = if t { col + 1 } else { at };
+            let t = beats(c2, best);
+            best = if t { c2 } else { best };
+            at = if t { col + w as u32 } else { at };
+            let t = beats(c3, best);
+            best = if t { c3 } else { best };
+            at = if t { col + w as u32 + 1 } else { at };
+            d[ow] = best;
+            a[ow] = at;
+        }
+    }
 }
 
 /// Scatter every output gradient onto its window's winner.

@@ -1,0 +1,52 @@
+//! One training step of the paper's CIFAR net (forward, backward, Adam),
+//! batch 64: `train_step/cifar_c{128,32}_b64_{head}`. Throughput is in
+//! images/s (criterion's "elem/s"). Compare with
+//! `python3 ../shared/bench/torch_bench.py` (PyTorch, 2 threads).
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use morphgrad::models::{CifarConfig, CifarNet, HeadKind};
+use morphgrad::nn::Ctx;
+use morphgrad::optim::{Adam, Optimizer};
+use morphgrad::{Tensor, ops};
+use ndarray::{ArrayD, IxDyn};
+
+fn batch() -> (Tensor, Vec<usize>) {
+    let mut s = 0x2545_F491_4F6C_DD1Du64;
+    let x = ArrayD::from_shape_simple_fn(IxDyn(&[64, 3, 32, 32]), || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        (s % 2000) as f32 * 1e-3 - 1.0
+    });
+    (Tensor::new(x), (0..64).map(|i| i % 10).collect())
+}
+
+fn train_step(c: &mut Criterion) {
+    let (x, labels) = batch();
+    let mut g = c.benchmark_group("train_step");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(64));
+    for channels in [128, 32] {
+        for head in
+            [HeadKind::Relu, HeadKind::SparseMorph { bn: true }, HeadKind::DenseMorph { bn: true }, HeadKind::Maxout]
+        {
+            if channels == 128 && matches!(head, HeadKind::DenseMorph { .. } | HeadKind::Maxout) {
+                continue;
+            }
+            let mut model = CifarNet::new(CifarConfig::paper(head, channels), 0);
+            let mut opt = Adam::new(1e-3, 0.0);
+            let name = format!("cifar_c{channels}_b64_{}", head.id().replace('-', "_"));
+            g.bench_function(name, |b| {
+                b.iter(|| {
+                    let logits = model.forward(&x, &mut Ctx::train(1)).unwrap();
+                    let grads = ops::cross_entropy(&logits, &labels).backward();
+                    opt.step(&mut model, &grads);
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, train_step);
+criterion_main!(benches);
