@@ -27,3 +27,8 @@ pub mod prune;
 pub mod tensor;
 
 pub use tensor::Tensor;
+
+/// `docs/subgradients.md`, compiled as a doc test so its worked examples stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/subgradients.md")]
+pub struct SubgradientsTutorial;
