@@ -19,6 +19,7 @@ pub mod data;
 pub mod experiment;
 pub mod io;
 pub mod kernels;
+pub mod metrics;
 pub mod models;
 pub mod nn;
 pub mod ops;

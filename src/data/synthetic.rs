@@ -62,7 +62,8 @@ fn render(class: usize, rng: &mut impl Rng) -> Vec<u8> {
                 3 => (f * xf + ph).sin() * (f * yf + ph).sin() * 2.0,
                 _ => 1.5 - ((xf - cx).powi(2) + (yf - cy).powi(2)).sqrt() / radius * 1.5,
             };
-            let s = pattern(texture, freq, phase).clamp(-1.0, 1.0) + mix * pattern(distractor, freq2, phase2).clamp(-1.0, 1.0);
+            let s = pattern(texture, freq, phase).clamp(-1.0, 1.0)
+                + mix * pattern(distractor, freq2, phase2).clamp(-1.0, 1.0);
             let a = (0.5 + 0.5 * contrast * s).clamp(0.0, 1.0);
             for c in 0..3 {
                 let v = a * fg[c] + (1.0 - a) * bg[c] + noise.sample(rng);
