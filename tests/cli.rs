@@ -113,6 +113,7 @@ fn reproduce_cifar_on_a_slice_of_the_real_jpeg_archive() {
 /// Every number of two results.json files except wall-clock timings.
 fn strip_timings(mut v: Value) -> Value {
     v.as_object_mut().unwrap().remove("wall_seconds");
+    v.as_object_mut().unwrap().remove("train_seconds");
     for (_, h) in v["heads"].as_object_mut().unwrap().iter_mut() {
         for run in h["epochs"].as_array_mut().unwrap() {
             for e in run.as_array_mut().unwrap() {

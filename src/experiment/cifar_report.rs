@@ -42,7 +42,11 @@ pub struct HeadResults {
 pub struct CifarResults {
     pub protocol: CifarProtocol,
     pub heads: BTreeMap<String, HeadResults>,
+    /// Wall time of the command that wrote this file (runs finished by an
+    /// earlier invocation are read back and cost nothing here).
     pub wall_seconds: f64,
+    /// Training time summed over every epoch of every run.
+    pub train_seconds: f64,
 }
 
 impl CifarResults {
@@ -85,7 +89,8 @@ impl CifarResults {
                 p.sparsity.values_mut().for_each(|s| *s /= n);
             }
         }
-        CifarResults { protocol, heads, wall_seconds }
+        let train_seconds = runs.iter().flat_map(|r| &r.epochs).map(|e| e.seconds).sum();
+        CifarResults { protocol, heads, wall_seconds, train_seconds }
     }
 
     /// Heads in the order the protocol lists them.
@@ -223,6 +228,7 @@ impl CifarResults {
                     name: k.label(),
                     points: stats.iter().map(|&(x, m, _)| (x, m)).collect(),
                     band: stats.iter().map(|&(x, m, s)| (x, m - s, m + s)).collect(),
+                    line: true,
                 }
             })
             .collect();
@@ -248,11 +254,12 @@ impl CifarResults {
                 Series {
                     name: k.label(),
                     points: pts.iter().map(|&(x, m, _)| (x, m)).collect(),
-                    band: pts.iter().map(|&(x, m, s)| (x, m - s, m + s)).collect(),
+                    band: vec![],
+                    line: false,
                 }
             })
             .collect();
-        let title = "Test accuracy after pruning vs remaining head parameters";
+        let title = "Test accuracy after pruning (mean over seeds) vs remaining head parameters";
         draw(
             &Chart {
                 title,
@@ -276,7 +283,7 @@ impl CifarResults {
                     .enumerate()
                     .map(|(i, &c)| ((i as f64 + 0.5) * width, 100.0 * c as f64 / total))
                     .collect();
-                Some(Series { name: k.label(), points, band: vec![] })
+                Some(Series { name: k.label(), points, band: vec![], line: true })
             })
             .collect();
         let title = "|w| of the first head layer (first seed): induced sparsity";

@@ -8,10 +8,12 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 
 /// One curve: `(x, y)` points and, optionally, a band `(x, low, high)`.
+/// Without `line` the points are drawn as markers only (a scatter).
 pub struct Series {
     pub name: String,
     pub points: Vec<(f64, f64)>,
     pub band: Vec<(f64, f64, f64)>,
+    pub line: bool,
 }
 
 /// A chart to draw.
@@ -73,16 +75,18 @@ where
             ctx.configure_mesh().x_desc(chart.x_label).y_desc(chart.y_label).draw().map_err(err)?;
             for (i, s) in chart.series.iter().enumerate() {
                 let color = PALETTE[i % PALETTE.len()];
-                if !s.band.is_empty() {
+                if !s.band.is_empty() && s.line {
                     let poly: Vec<(f64, f64)> =
                         s.band.iter().map(|b| (b.0, b.2)).chain(s.band.iter().rev().map(|b| (b.0, b.1))).collect();
                     ctx.draw_series(std::iter::once(Polygon::new(poly, color.mix(0.18)))).map_err(err)?;
                 }
-                ctx.draw_series(LineSeries::new(s.points.iter().copied(), color.stroke_width(2)))
+                let line: Vec<(f64, f64)> = if s.line { s.points.clone() } else { Vec::new() };
+                ctx.draw_series(LineSeries::new(line, color.stroke_width(2)))
                     .map_err(err)?
                     .label(s.name.as_str())
                     .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
-                ctx.draw_series(s.points.iter().map(|&p| Circle::new(p, 3, color.filled()))).map_err(err)?;
+                let radius = if s.line { 3 } else { 5 };
+                ctx.draw_series(s.points.iter().map(|&p| Circle::new(p, radius, color.filled()))).map_err(err)?;
             }
             ctx.configure_series_labels().border_style(BLACK).background_style(WHITE.mix(0.85)).draw().map_err(err)?;
         }};
