@@ -3,6 +3,8 @@
 
 pub mod cifar_net;
 pub mod heads;
+pub mod short_chunk;
 
 pub use cifar_net::{CifarConfig, CifarNet};
 pub use heads::{Head, HeadDims, HeadKind};
+pub use short_chunk::{ShortChunkCnn, ShortChunkConfig};
