@@ -29,6 +29,52 @@ enum Command {
 enum Reproduce {
     /// CIFAR-10: train every head × seed, test, prune over the r1 × r2 grid, report.
     Cifar(CifarArgs),
+    /// MagnaTagATune: Short-chunk CNN per head × seed, Adam → SGD schedule, tagging metrics,
+    /// pruning grid, convergence figure.
+    Mtat(MtatArgs),
+}
+
+#[derive(Args, Clone)]
+struct MtatArgs {
+    /// MTAT in the reference layout (split files, binary.npy, npy/<dir>/<clip>.npy).
+    /// Default: synthetic MTAT-like clips generated under <out>/synthetic-data.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Channel width C (the paper: 128; the head is 4C → 4C → tags).
+    #[arg(long, default_value_t = 8)]
+    channels: usize,
+    /// Epochs of each phase: Adam, then SGD (Nesterov) at 1e-3, 1e-4, 1e-5. The paper: 80,20.
+    #[arg(long, default_value = "10,2")]
+    epochs: String,
+    #[arg(long, default_value_t = 2)]
+    seeds: u64,
+    /// Heads; the paper's figure compares relu, maxout, dense-morph-nobn and sparse-morph.
+    #[arg(long, default_value = "relu,maxout,dense-morph-nobn,sparse-morph")]
+    heads: String,
+    /// Drop the BatchNorm of every morph head.
+    #[arg(long)]
+    no_bn: bool,
+    #[arg(long, default_value = "0.8,0.9,0.95,0.98")]
+    ratios: String,
+    #[arg(long, default_value = "out/mtat")]
+    out: PathBuf,
+    #[arg(long, default_value = "auto")]
+    jobs: String,
+    #[arg(long, default_value_t = 16)]
+    batch_size: usize,
+    /// Adam learning rate of the first phase (the paper: 1e-4).
+    #[arg(long, default_value_t = 1e-4)]
+    adam_lr: f32,
+    /// Synthetic data: clips in train, valid, test.
+    #[arg(long, default_value = "640,128,128")]
+    synthetic_clips: String,
+    /// Synthetic data: seconds per clip.
+    #[arg(long, default_value_t = 5.0)]
+    synthetic_seconds: f32,
+    /// Measure seconds per training step, project the wall time of this protocol and of the
+    /// paper's (C = 128, 80 + 20 epochs, 4 heads × 5 seeds, full MTAT), and exit.
+    #[arg(long)]
+    dry_run: bool,
 }
 
 #[derive(Args, Clone)]
@@ -185,11 +231,133 @@ fn forward(a: ForwardArgs) -> Result<()> {
     })
 }
 
+fn reproduce_mtat(a: MtatArgs) -> Result<()> {
+    use morphgrad::data::mtat::Mtat;
+    use morphgrad::experiment::mtat::{self, MtatProtocol};
+    let mut heads = cifar::parse_heads(&a.heads)?;
+    if a.no_bn {
+        heads = heads.into_iter().map(|h| h.without_bn()).collect::<Result<_>>()?;
+    }
+    let ratios = cifar::parse_ratios(&a.ratios)?;
+    let epochs = mtat::parse_epochs(&a.epochs)?;
+    anyhow::ensure!(a.channels > 0 && a.seeds > 0, "--channels and --seeds must be positive");
+    anyhow::ensure!(a.batch_size >= 2, "--batch-size must be at least 2 (BatchNorm needs two clips per batch)");
+    let runs = heads.len() * a.seeds as usize;
+    let par = Parallelism::choose(&a.jobs, runs)?;
+    let mut protocol = MtatProtocol {
+        data: String::new(),
+        channels: a.channels,
+        sparse_k: 2 * 4 * a.channels,
+        dropout: 0.5,
+        epochs,
+        adam_lr: a.adam_lr,
+        sgd_lrs: vec![1e-3, 1e-4, 1e-5],
+        weight_decay: 1e-4,
+        batch_size: a.batch_size,
+        seeds: (0..a.seeds).collect(),
+        heads: heads.iter().map(|h| h.id()).collect(),
+        ratios,
+        n_train: 15244,
+        n_valid: 1529,
+        n_test: 4332,
+        n_tags: 50,
+        jobs: par.jobs,
+        threads_per_job: par.threads_per_job,
+    };
+    if a.dry_run {
+        let show = |name: &str, p: &MtatProtocol| -> Result<()> {
+            let pr = mtat::project(p, heads[0], 3)?;
+            println!(
+                "{name}: C = {}, batch {}, {} train / {} valid clips, {} epochs, {} runs ({} at a time)\n  \
+                 {:.3} s per training step, {:.3} s per evaluated clip (16 chunks) -> {:.1} min per epoch, \
+                 {:.1} h per run, {:.1} h in total",
+                p.channels,
+                p.batch_size,
+                p.n_train,
+                p.n_valid,
+                p.total_epochs(),
+                p.heads.len() * p.seeds.len(),
+                p.jobs,
+                pr.seconds_per_step,
+                pr.seconds_per_eval_clip,
+                pr.seconds_per_epoch / 60.0,
+                pr.hours_per_run,
+                pr.hours_total
+            );
+            Ok(())
+        };
+        show("this protocol", &protocol)?;
+        let paper = MtatProtocol {
+            channels: 128,
+            sparse_k: 1024,
+            epochs: vec![80, 20],
+            seeds: (0..5).collect(),
+            heads: ["relu", "maxout", "dense-morph-nobn", "sparse-morph"].map(String::from).to_vec(),
+            jobs: 1,
+            threads_per_job: par.jobs * par.threads_per_job,
+            ..protocol.clone()
+        };
+        return show("the paper's protocol (one run at a time)", &paper);
+    }
+    std::fs::create_dir_all(&a.out).with_context(|| format!("cannot create {}", a.out.display()))?;
+    let root = match &a.data {
+        Some(p) => p.clone(),
+        None => {
+            let dir = a.out.join("synthetic-data");
+            let counts: Vec<usize> = a
+                .synthetic_clips
+                .split(',')
+                .map(|s| {
+                    s.trim().parse().map_err(|_| anyhow::anyhow!("--synthetic-clips takes train,valid,test counts"))
+                })
+                .collect::<Result<_>>()?;
+            anyhow::ensure!(
+                counts.len() == 3 && counts.iter().all(|&c| c >= 2),
+                "--synthetic-clips takes three counts >= 2"
+            );
+            anyhow::ensure!(
+                a.synthetic_seconds >= 3.7,
+                "--synthetic-seconds must cover a 59049-sample chunk (>= 3.7 s)"
+            );
+            if !dir.join("split/test.npy").exists() {
+                eprintln!("writing synthetic MTAT-like clips to {} ...", dir.display());
+                let samples = (a.synthetic_seconds * morphgrad::data::audio::SAMPLE_RATE as f32) as usize;
+                morphgrad::data::synthetic::mtat_like(&dir, counts[0], counts[1], counts[2], samples, 2025)?;
+            }
+            dir
+        }
+    };
+    let data = Mtat::load(&root)?;
+    protocol.data = match &a.data {
+        Some(p) => p.display().to_string(),
+        None => format!("synthetic MTAT-like clips ({}, {} s each)", a.synthetic_clips, a.synthetic_seconds),
+    };
+    (protocol.n_train, protocol.n_valid, protocol.n_test, protocol.n_tags) =
+        (data.train.len(), data.valid.len(), data.test.len(), data.n_tags);
+    eprintln!(
+        "{}: {} train / {} valid / {} test clips, {} tags; {runs} runs ({} side by side, {} thread(s) each) -> {}",
+        protocol.data,
+        protocol.n_train,
+        protocol.n_valid,
+        protocol.n_test,
+        protocol.n_tags,
+        par.jobs,
+        par.threads_per_job,
+        a.out.display()
+    );
+    let results = mtat::reproduce(&protocol, &data, &a.out)?;
+    println!("\nTest metrics, mean ± std over {} seed(s), C = {}:\n", a.seeds, a.channels);
+    println!("{}", results.table_md());
+    println!("wall time {:.0} s; results, tables and convergence figure in {}", results.wall_seconds, a.out.display());
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         None => reproduce_cifar(CifarArgs::default()),
         Some(Command::Reproduce(Reproduce::Cifar(a))) => reproduce_cifar(a),
+        Some(Command::Reproduce(Reproduce::Mtat(a))) => reproduce_mtat(a),
         Some(Command::Forward(a)) => forward(a),
     }
 }

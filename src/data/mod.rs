@@ -3,4 +3,5 @@
 
 pub mod audio;
 pub mod cifar;
+pub mod mtat;
 pub mod synthetic;

@@ -73,3 +73,176 @@ fn render(class: usize, rng: &mut impl Rng) -> Vec<u8> {
     }
     img
 }
+
+/// Tags of the synthetic MTAT-like clips, each tied to audible structure.
+pub const SYNTH_TAGS: [&str; 20] = [
+    "low-pitch",
+    "mid-pitch",
+    "high-pitch", // register of the main voice (exactly one)
+    "sine",
+    "square",
+    "saw",
+    "noise-band", // timbre (exactly one)
+    "drone",
+    "slow",
+    "fast", // amplitude pulses: none, 1-1.5 Hz, 4-6 Hz (exactly one)
+    "quiet",
+    "loud", // level (at most one)
+    "noisy",
+    "vibrato",
+    "chord",
+    "clicks",
+    "bass",
+    "echo",
+    "rising",
+    "falling", // extras
+];
+
+/// Write a synthetic dataset in the exact MTAT layout (see [`super::mtat`])
+/// under `dir`: `n` clips per split of `samples` samples each at 16 kHz.
+/// Returns the directory, ready for `Mtat::load`.
+pub fn mtat_like(
+    dir: &std::path::Path,
+    n_train: usize,
+    n_valid: usize,
+    n_test: usize,
+    samples: usize,
+    seed: u64,
+) -> anyhow::Result<()> {
+    use crate::io::{write_npy, write_npy_strings};
+    use ndarray::{ArrayD, IxDyn};
+    let total = n_train + n_valid + n_test;
+    let clips: Vec<(String, Vec<f32>, Vec<f32>)> = (0..total)
+        .into_par_iter()
+        .map(|i| {
+            let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed.wrapping_mul(0xD1B5_4A32_D192_ED03) ^ i as u64);
+            let (audio, tags) = synth_clip(samples, &mut rng);
+            (format!("{}/synth-{i:05}.mp3", i % 16), audio, tags)
+        })
+        .collect();
+    let split_dir = dir.join("split");
+    let mut labels: Vec<f32> = Vec::with_capacity(total * SYNTH_TAGS.len());
+    for (path, audio, tags) in &clips {
+        labels.extend(tags);
+        let file = dir.join("npy").join(std::path::Path::new(path).with_extension("npy"));
+        write_npy(&file, &ArrayD::from_shape_vec(IxDyn(&[audio.len()]), audio.clone())?)?;
+    }
+    write_npy(&split_dir.join("binary.npy"), &ArrayD::from_shape_vec(IxDyn(&[total, SYNTH_TAGS.len()]), labels)?)?;
+    write_npy_strings(&split_dir.join("tags.npy"), &SYNTH_TAGS.map(String::from))?;
+    let entries =
+        |range: std::ops::Range<usize>| -> Vec<String> { range.map(|i| format!("{i}\t{}", clips[i].0)).collect() };
+    write_npy_strings(&split_dir.join("train.npy"), &entries(0..n_train))?;
+    write_npy_strings(&split_dir.join("valid.npy"), &entries(n_train..n_train + n_valid))?;
+    write_npy_strings(&split_dir.join("test.npy"), &entries(n_train + n_valid..total))?;
+    Ok(())
+}
+
+/// One clip and its 0/1 tag vector.
+fn synth_clip(samples: usize, rng: &mut impl Rng) -> (Vec<f32>, Vec<f32>) {
+    let sr = super::audio::SAMPLE_RATE as f32;
+    let mut tags = vec![0.0f32; SYNTH_TAGS.len()];
+    let mut on = |name: &str| tags[SYNTH_TAGS.iter().position(|t| *t == name).expect("known tag")] = 1.0;
+    let mut u = || rng.random::<f32>();
+    let register = (u() * 3.0) as usize;
+    let f0 = match register {
+        0 => 80.0 + 80.0 * u(),
+        1 => 200.0 + 300.0 * u(),
+        _ => 800.0 + 1200.0 * u(),
+    };
+    on(["low-pitch", "mid-pitch", "high-pitch"][register.min(2)]);
+    let timbre = (u() * 4.0) as usize;
+    on(["sine", "square", "saw", "noise-band"][timbre.min(3)]);
+    let tempo = (u() * 3.0) as usize;
+    on(["drone", "slow", "fast"][tempo.min(2)]);
+    let pulse = match tempo {
+        0 => 0.0,
+        1 => 1.0 + 0.5 * u(),
+        _ => 4.0 + 2.0 * u(),
+    };
+    let level = match (u() * 3.0) as usize {
+        0 => {
+            on("quiet");
+            0.04
+        }
+        1 => {
+            on("loud");
+            0.6
+        }
+        _ => 0.18,
+    };
+    let mut extra = |name: &str, p: f32, u: &mut dyn FnMut() -> f32| {
+        let yes = u() < p;
+        if yes {
+            on(name);
+        }
+        yes
+    };
+    let noisy = extra("noisy", 0.3, &mut u);
+    let vibrato = extra("vibrato", 0.3, &mut u);
+    let chord = extra("chord", 0.3, &mut u);
+    let clicks = extra("clicks", 0.3, &mut u);
+    let bass = extra("bass", 0.3, &mut u);
+    let echo = extra("echo", 0.3, &mut u);
+    let glide = if extra("rising", 0.2, &mut u) {
+        1.0
+    } else if extra("falling", 0.25, &mut u) {
+        -1.0
+    } else {
+        0.0
+    };
+    let (phase0, bass_f, click_rate) = (u() * std::f32::consts::TAU, 50.0 + 30.0 * u(), 2.0 + 3.0 * u());
+    let noise = Normal::new(0.0f32, 1.0).expect("valid");
+    let wave = |phase: f32| -> f32 {
+        let p = phase.rem_euclid(std::f32::consts::TAU) / std::f32::consts::TAU;
+        match timbre {
+            0 => phase.sin(),
+            1 => {
+                if p < 0.5 {
+                    0.7
+                } else {
+                    -0.7
+                }
+            }
+            _ => 1.4 * p - 0.7,
+        }
+    };
+    let dur = samples as f32 / sr;
+    let mut out = vec![0.0f32; samples];
+    let (mut phase, mut phase5, mut band_state) = (phase0, phase0, 0.0f32);
+    for (n, o) in out.iter_mut().enumerate() {
+        let t = n as f32 / sr;
+        let mut f = f0 * (1.0 + glide * 0.5 * t / dur);
+        if vibrato {
+            f *= 1.0 + 0.03 * (std::f32::consts::TAU * 5.5 * t).sin();
+        }
+        phase += std::f32::consts::TAU * f / sr;
+        phase5 += std::f32::consts::TAU * 1.5 * f / sr;
+        let mut v = if timbre == 3 {
+            // Noise filtered around f: a resonant one-pole smoother on white noise.
+            band_state = 0.97 * band_state + 0.03 * noise.sample(rng);
+            8.0 * band_state * phase.sin()
+        } else {
+            wave(phase) + if chord { 0.7 * wave(phase5) } else { 0.0 }
+        };
+        if pulse > 0.0 {
+            v *= 0.5 + 0.5 * (std::f32::consts::TAU * pulse * t).sin().max(0.0).powi(2) * 2.0;
+        }
+        if bass {
+            v += 0.6 * (std::f32::consts::TAU * bass_f * t).sin();
+        }
+        if clicks && (t * click_rate).fract() < 0.004 {
+            v += 1.5 * noise.sample(rng);
+        }
+        if noisy {
+            v += 0.35 * noise.sample(rng);
+        }
+        *o = level * v;
+    }
+    if echo {
+        let delay = (0.18 * sr) as usize;
+        for n in (delay..samples).rev() {
+            out[n] += 0.5 * out[n - delay];
+        }
+    }
+    (out, tags)
+}

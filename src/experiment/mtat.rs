@@ -1,0 +1,411 @@
+//! The MTAT protocol: Short-chunk CNN, one random 59 049-sample chunk per
+//! clip per epoch, BCE, batch 16; Adam (lr 1e-4, L2 1e-4), then — each time
+//! reloading the best model (lowest validation loss) — SGD Nesterov at
+//! 1e-3, 1e-4 and 1e-5 (momentum 0.9, L2 1e-4). Validation and test average
+//! the sigmoid outputs of 16 evenly spaced chunks per clip; metrics are
+//! macro ROC-AUC and PR-AUC. Then the head is pruned over the r1 × r2 grid.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use anyhow::{Result, bail};
+use indicatif::ProgressBar;
+use ndarray::{ArrayD, IxDyn};
+use rand::seq::SliceRandom;
+use rand::{SeedableRng, rngs::Xoshiro256PlusPlus};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::run_dir::{Meta, RunDir};
+use crate::autograd::no_grad;
+use crate::data::audio::CHUNK;
+use crate::data::mtat::{Clip, EVAL_CHUNKS, Mtat};
+use crate::metrics::tag_metrics;
+use crate::models::{Head, HeadKind, ShortChunkCnn, ShortChunkConfig};
+use crate::nn::{Ctx, ModuleExt};
+use crate::ops;
+use crate::optim::{Adam, Optimizer, Sgd};
+use crate::prune::prune_head;
+use crate::tensor::Tensor;
+
+/// Every setting of an MTAT reproduction (stored in `results.json`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct MtatProtocol {
+    pub data: String,
+    pub channels: usize,
+    pub sparse_k: usize,
+    pub dropout: f32,
+    /// Epochs of each phase: Adam, then SGD at each of `sgd_lrs`.
+    pub epochs: Vec<usize>,
+    pub adam_lr: f32,
+    pub sgd_lrs: Vec<f32>,
+    pub weight_decay: f32,
+    pub batch_size: usize,
+    pub seeds: Vec<u64>,
+    pub heads: Vec<String>,
+    pub ratios: Vec<f64>,
+    pub n_train: usize,
+    pub n_valid: usize,
+    pub n_test: usize,
+    pub n_tags: usize,
+    pub jobs: usize,
+    pub threads_per_job: usize,
+}
+
+impl MtatProtocol {
+    pub fn total_epochs(&self) -> usize {
+        self.epochs.iter().sum()
+    }
+
+    /// The phase (0 = Adam, k = SGD at `sgd_lrs[k-1]`) of epoch `e` (1-based).
+    pub fn phase_of(&self, e: usize) -> usize {
+        let mut end = 0;
+        for (p, &n) in self.epochs.iter().enumerate() {
+            end += n;
+            if e <= end {
+                return p;
+            }
+        }
+        self.epochs.len() - 1
+    }
+
+    fn lr_of(&self, phase: usize) -> f32 {
+        if phase == 0 { self.adam_lr } else { self.sgd_lrs[phase - 1] }
+    }
+
+    fn optimizer(&self, phase: usize) -> Box<dyn Optimizer + Send> {
+        if phase == 0 {
+            Box::new(Adam::new(self.adam_lr, self.weight_decay))
+        } else {
+            Box::new(Sgd::new(self.lr_of(phase), 0.9, true, self.weight_decay))
+        }
+    }
+
+    pub fn model_config(&self, head: HeadKind) -> ShortChunkConfig {
+        ShortChunkConfig {
+            head,
+            channels: self.channels,
+            classes: self.n_tags,
+            sparse_k: self.sparse_k,
+            dropout: self.dropout,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct MtatEpochLog {
+    pub epoch: usize,
+    pub phase: String,
+    pub lr: f32,
+    pub train_loss: f64,
+    pub val_loss: f64,
+    pub val_roc_auc: f64,
+    pub val_pr_auc: f64,
+    pub seconds: f64,
+    pub clips_per_s: f64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct MtatPruned {
+    pub r1: f64,
+    pub r2: f64,
+    pub params: usize,
+    pub roc_auc: f64,
+    pub pr_auc: f64,
+    pub sparsity: BTreeMap<String, f64>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct MtatRun {
+    pub head: String,
+    pub seed: u64,
+    pub epochs: Vec<MtatEpochLog>,
+    pub best_epoch: usize,
+    pub test_roc_auc: f64,
+    pub test_pr_auc: f64,
+    pub pruned: Vec<MtatPruned>,
+}
+
+/// Mean BCE over the 16 chunks of each clip, and the chunk-averaged tag
+/// probabilities `[clips, tags]` (eval mode).
+pub fn evaluate(model: &mut ShortChunkCnn, data: &Mtat, clips: &[Clip]) -> Result<(f64, Vec<f32>)> {
+    let n_tags = data.n_tags;
+    let mut loss = 0.0f64;
+    let mut probs = Vec::with_capacity(clips.len() * n_tags);
+    no_grad(|| -> Result<()> {
+        for clip in clips {
+            let wav = Tensor::new(ArrayD::from_shape_vec(IxDyn(&[EVAL_CHUNKS, CHUNK]), data.eval_chunks(clip)?)?);
+            let out = model.forward(&wav, &mut Ctx::eval())?;
+            let target: Vec<f32> = (0..EVAL_CHUNKS).flat_map(|_| data.labels_of(clip).iter().copied()).collect();
+            let target = Tensor::new(ArrayD::from_shape_vec(IxDyn(&[EVAL_CHUNKS, n_tags]), target)?);
+            loss += ops::binary_cross_entropy(&out, &target).item() as f64;
+            probs.extend(out.mean_axis(0).data());
+        }
+        Ok(())
+    })?;
+    Ok((loss / clips.len().max(1) as f64, probs))
+}
+
+/// Macro ROC-AUC and PR-AUC of clip probabilities against the clips' labels.
+fn auc(data: &Mtat, clips: &[Clip], probs: &[f32]) -> Result<(f64, f64)> {
+    let labels: Vec<f32> = clips.iter().flat_map(|c| data.labels_of(c).iter().copied()).collect();
+    let m = tag_metrics(&labels, probs, data.n_tags)?;
+    Ok((m.roc_auc, m.pr_auc))
+}
+
+fn step_seed(seed: u64, epoch: usize, step: usize) -> u64 {
+    seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ ((epoch as u64) << 32) ^ step as u64
+}
+
+/// Train one (head, seed) run in `dir` (resuming from its checkpoint), then
+/// test and prune. A finished run is read back.
+pub fn run(
+    p: &MtatProtocol,
+    data: &Mtat,
+    head: HeadKind,
+    seed: u64,
+    dir: &RunDir,
+    bar: &ProgressBar,
+) -> Result<MtatRun> {
+    if let Some(done) = dir.read_result::<MtatRun>()? {
+        bar.finish_with_message(format!("{head} seed {seed}: done earlier"));
+        return Ok(done);
+    }
+    let mut model = ShortChunkCnn::new(p.model_config(head), seed);
+    let mut phase = 0;
+    let mut opt = p.optimizer(0);
+    let (mut epochs, mut best_loss, mut best_epoch) = (Vec::new(), f64::INFINITY, 0usize);
+    // Resume: the checkpoint's phase decides which optimiser its state belongs to.
+    let ckpt_phase = {
+        let probe = crate::nn::checkpoint::load_npz(&dir.path.join("checkpoint.npz")).ok();
+        probe.and_then(|sd| match sd.get("meta.phase") {
+            Some(crate::nn::StateValue::I64(a)) => a.iter().next().map(|&v| v as usize),
+            _ => None,
+        })
+    };
+    if let Some(ph) = ckpt_phase {
+        phase = ph;
+        opt = p.optimizer(ph);
+        let meta = dir.load_checkpoint(&mut model, opt.as_mut())?.expect("checkpoint exists");
+        epochs = dir.read_log::<MtatEpochLog>(meta["epochs_done"] as usize)?;
+        best_loss = f64::from_bits(meta["best_loss_bits"] as u64);
+        best_epoch = meta["best_epoch"] as usize;
+        opt.set_lr(p.lr_of(phase));
+    }
+    let steps = p.n_train.div_ceil(p.batch_size).max(1);
+    bar.set_length((steps * p.total_epochs()) as u64);
+    bar.set_position((steps * epochs.len()) as u64);
+    for epoch in epochs.len() + 1..=p.total_epochs() {
+        let ph = p.phase_of(epoch);
+        if ph != phase {
+            // A new phase starts from the best model so far.
+            dir.load_best(&mut model)?;
+            if phase == 0 {
+                opt = p.optimizer(ph);
+            }
+            opt.set_lr(p.lr_of(ph));
+            phase = ph;
+        }
+        let t0 = Instant::now();
+        let mut order: Vec<usize> = (0..data.train.len()).collect();
+        order
+            .shuffle(&mut Xoshiro256PlusPlus::seed_from_u64(seed ^ (epoch as u64).wrapping_mul(0xA24B_AED4_963E_E407)));
+        let mut loss_sum = 0.0f64;
+        for (step, idx) in order.chunks(p.batch_size).enumerate() {
+            if idx.len() < 2 {
+                continue; // train-mode BatchNorm needs two examples
+            }
+            let chunks: Vec<Vec<f32>> = idx
+                .par_iter()
+                .enumerate()
+                .map(|(k, &i)| {
+                    let mut rng =
+                        Xoshiro256PlusPlus::seed_from_u64(step_seed(seed, epoch, step) ^ (k as u64).wrapping_mul(31));
+                    data.random_chunk(&data.train[i], &mut rng)
+                })
+                .collect::<Result<_>>()?;
+            let wav = Tensor::new(ArrayD::from_shape_vec(IxDyn(&[idx.len(), CHUNK]), chunks.concat())?);
+            let target: Vec<f32> = idx.iter().flat_map(|&i| data.labels_of(&data.train[i]).iter().copied()).collect();
+            let target = Tensor::new(ArrayD::from_shape_vec(IxDyn(&[idx.len(), data.n_tags]), target)?);
+            let out = model.forward(&wav, &mut Ctx::train(step_seed(seed, epoch, step)))?;
+            let loss = ops::binary_cross_entropy(&out, &target);
+            let grads = loss.backward();
+            opt.step(&mut model, &grads);
+            loss_sum += loss.item() as f64;
+            bar.inc(1);
+            if step % 5 == 0 {
+                bar.set_message(format!("{head} seed {seed} epoch {epoch} loss {:.4}", loss.item()));
+            }
+        }
+        let seconds = t0.elapsed().as_secs_f64();
+        let (val_loss, probs) = evaluate(&mut model, data, &data.valid)?;
+        let (val_roc_auc, val_pr_auc) = auc(data, &data.valid, &probs)?;
+        epochs.push(MtatEpochLog {
+            epoch,
+            phase: if phase == 0 { "adam".into() } else { format!("sgd{}", phase) },
+            lr: p.lr_of(phase),
+            train_loss: loss_sum / steps as f64,
+            val_loss,
+            val_roc_auc,
+            val_pr_auc,
+            seconds,
+            clips_per_s: data.train.len() as f64 / seconds,
+        });
+        if val_loss < best_loss {
+            best_loss = val_loss;
+            best_epoch = epoch;
+            dir.save_best(&mut model)?;
+        }
+        dir.write_log(&epochs)?;
+        let meta: Meta = [
+            ("epochs_done", epoch as i64),
+            ("phase", phase as i64),
+            ("best_epoch", best_epoch as i64),
+            ("best_loss_bits", best_loss.to_bits() as i64),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        dir.save_checkpoint(&mut model, opt.as_ref(), &meta)?;
+    }
+    bar.set_message(format!("{head} seed {seed}: testing and pruning"));
+    let result = finish(p, data, head, seed, dir, epochs, best_epoch)?;
+    dir.write_result(&result)?;
+    bar.finish_with_message(format!("{head} seed {seed}: test ROC-AUC {:.4}", result.test_roc_auc));
+    Ok(result)
+}
+
+/// Test the best model and every pruned copy; the backbone's test features
+/// are computed once.
+fn finish(
+    p: &MtatProtocol,
+    data: &Mtat,
+    head: HeadKind,
+    seed: u64,
+    dir: &RunDir,
+    epochs: Vec<MtatEpochLog>,
+    best_epoch: usize,
+) -> Result<MtatRun> {
+    let best = dir.best_state()?;
+    let mut model = ShortChunkCnn::new(p.model_config(head), seed);
+    model.load_state_dict(&best)?;
+    let features = no_grad(|| -> Result<Tensor> {
+        let mut parts = Vec::new();
+        for clip in &data.test {
+            let wav = Tensor::new(ArrayD::from_shape_vec(IxDyn(&[EVAL_CHUNKS, CHUNK]), data.eval_chunks(clip)?)?);
+            let spec = model.spectrogram(&wav)?;
+            parts.push(model.features(&spec, &Ctx::eval()));
+        }
+        Ok(Tensor::concat(&parts, 0))
+    })?;
+    let metrics_of = |h: &mut Head| -> Result<(f64, f64)> {
+        let probs = no_grad(|| h.forward(&features, &mut Ctx::eval()).sigmoid());
+        let per_clip = probs.reshape(&[data.test.len(), EVAL_CHUNKS, data.n_tags]).mean_axis(1);
+        auc(data, &data.test, per_clip.data())
+    };
+    let (test_roc_auc, test_pr_auc) = metrics_of(&mut model.head)?;
+    let mut pruned = Vec::new();
+    if head != HeadKind::Zhang {
+        for &r2 in &p.ratios {
+            for &r1 in &p.ratios {
+                let mut m = ShortChunkCnn::new(p.model_config(head), seed);
+                m.load_state_dict(&best)?;
+                let report = prune_head(&mut m.head, r1, r2)?;
+                let (roc_auc, pr_auc) = metrics_of(&mut m.head)?;
+                let sparsity = report.layers.iter().map(|l| (l.layer.clone(), l.sparsity)).collect();
+                pruned.push(MtatPruned { r1, r2, params: report.params, roc_auc, pr_auc, sparsity });
+            }
+        }
+    }
+    Ok(MtatRun { head: head.id(), seed, epochs, best_epoch, test_roc_auc, test_pr_auc, pruned })
+}
+
+/// Parse `--epochs A,B,C,D`: epochs of Adam, then of SGD at 1e-3, 1e-4, 1e-5.
+pub fn parse_epochs(s: &str) -> Result<Vec<usize>> {
+    let v: Vec<usize> = s
+        .split(',')
+        .map(|x| x.trim().parse().map_err(|_| anyhow::anyhow!("--epochs `{s}`: `{x}` is not a number of epochs")))
+        .collect::<Result<_>>()?;
+    if v.is_empty() || v.len() > 4 || v.iter().sum::<usize>() == 0 {
+        bail!(
+            "--epochs takes 1 to 4 comma-separated counts (Adam, SGD 1e-3, SGD 1e-4, SGD 1e-5), not all zero; got `{s}`"
+        );
+    }
+    Ok(v)
+}
+
+/// Train, test and prune every head × seed; reports into `out`.
+pub fn reproduce(p: &MtatProtocol, data: &Mtat, out: &std::path::Path) -> Result<super::mtat_report::MtatResults> {
+    let t0 = Instant::now();
+    let heads: Vec<HeadKind> = p.heads.iter().map(|h| h.parse()).collect::<Result<_>>()?;
+    let tasks: Vec<(HeadKind, u64)> = heads.iter().flat_map(|&h| p.seeds.iter().map(move |&s| (h, s))).collect();
+    let par = super::grid::Parallelism { jobs: p.jobs, threads_per_job: p.threads_per_job };
+    let runs = super::grid::run_grid(
+        &tasks,
+        par,
+        |(h, s)| format!("{h} seed {s}"),
+        |&(h, s), bar| {
+            let dir = RunDir::new(&out.join("runs").join(format!("{h}-seed{s}")))?;
+            run(p, data, h, s, &dir, bar)
+        },
+    )?;
+    let results = super::mtat_report::MtatResults::from_runs(p.clone(), &runs, t0.elapsed().as_secs_f64());
+    results.write(out)?;
+    Ok(results)
+}
+
+/// Measured cost of the protocol on this machine (the `--dry-run`).
+#[derive(Clone, Debug, Serialize)]
+pub struct Projection {
+    pub seconds_per_step: f64,
+    pub seconds_per_eval_clip: f64,
+    pub steps_per_epoch: usize,
+    pub seconds_per_epoch: f64,
+    pub hours_per_run: f64,
+    pub hours_total: f64,
+}
+
+/// Time a few training steps and evaluation clips of `head` at the
+/// protocol's width and batch, and project the wall time of the protocol
+/// (`n_train`, `n_valid`, epochs, heads × seeds run `jobs` at a time).
+pub fn project(p: &MtatProtocol, head: HeadKind, steps: usize) -> Result<Projection> {
+    let mut model = ShortChunkCnn::new(p.model_config(head), 0);
+    let mut opt = p.optimizer(0);
+    let mut s = 0x1234_5678_9ABC_DEF1u64;
+    let wav = ArrayD::from_shape_simple_fn(IxDyn(&[p.batch_size, CHUNK]), || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        (s % 2000) as f32 * 1e-4 - 0.1
+    });
+    let (wav, target) = (Tensor::new(wav), Tensor::new(ArrayD::from_elem(IxDyn(&[p.batch_size, p.n_tags]), 0.1)));
+    let mut step = || -> Result<()> {
+        let out = model.forward(&wav, &mut Ctx::train(1))?;
+        let grads = ops::binary_cross_entropy(&out, &target).backward();
+        opt.step(&mut model, &grads);
+        Ok(())
+    };
+    step()?;
+    let t0 = Instant::now();
+    for _ in 0..steps {
+        step()?;
+    }
+    let seconds_per_step = t0.elapsed().as_secs_f64() / steps as f64;
+    let clip = Tensor::new(ArrayD::from_elem(IxDyn(&[EVAL_CHUNKS, CHUNK]), 0.01));
+    let t1 = Instant::now();
+    no_grad(|| model.forward(&clip, &mut Ctx::eval()))?;
+    let seconds_per_eval_clip = t1.elapsed().as_secs_f64();
+    let steps_per_epoch = p.n_train.div_ceil(p.batch_size);
+    let seconds_per_epoch = steps_per_epoch as f64 * seconds_per_step + p.n_valid as f64 * seconds_per_eval_clip;
+    let hours_per_run =
+        (seconds_per_epoch * p.total_epochs() as f64 + (p.n_test as f64) * seconds_per_eval_clip) / 3600.0;
+    let runs = (p.heads.len() * p.seeds.len()) as f64;
+    Ok(Projection {
+        seconds_per_step,
+        seconds_per_eval_clip,
+        steps_per_epoch,
+        seconds_per_epoch,
+        hours_per_run,
+        hours_total: hours_per_run * (runs / p.jobs as f64).ceil(),
+    })
+}

@@ -1,0 +1,168 @@
+//! MTAT pipeline end to end: the real split files parse; a synthetic run
+//! learns well above chance and produces every report; a killed run resumes
+//! to the same result; the dry run projects the paper's protocol.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use morphgrad::data::mtat::parse_split;
+use morphgrad::io::read_npy_strings;
+use serde_json::Value;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_morphgrad"))
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("morphgrad-mtat-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("binary runs");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "command failed:\n{text}");
+    text
+}
+
+fn results(dir: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("results.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn the_real_mtat_split_files_parse() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/datasets/mtat-split");
+    if !dir.exists() {
+        eprintln!("SKIP: {} is absent", dir.display());
+        return;
+    }
+    let tags = read_npy_strings(&dir.join("tags.npy")).unwrap();
+    assert_eq!(tags.len(), 50);
+    assert_eq!(tags[..3], ["guitar", "classical", "slow"]);
+    let valid = parse_split(&dir.join("valid.npy")).unwrap();
+    let test = parse_split(&dir.join("test.npy")).unwrap();
+    assert_eq!((valid.len(), test.len()), (1529, 4332));
+    assert_eq!(valid[0].row, 5);
+    assert_eq!(valid[0].path, "c/lvx_nova-lvx_nova-01-contimune-30-59.mp3");
+    assert!(test.iter().all(|c| c.row < 25863 && c.path.ends_with(".mp3")));
+}
+
+fn synthetic_args(out: &Path, extra: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = [
+        "reproduce",
+        "mtat",
+        "--synthetic-seconds",
+        "3.8",
+        "--adam-lr",
+        "3e-3",
+        "--seeds",
+        "1",
+        "--ratios",
+        "0.8,0.95",
+        "--out",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    v.push(out.display().to_string());
+    v.extend(extra.iter().map(|s| s.to_string()));
+    v
+}
+
+#[test]
+fn synthetic_training_learns_well_above_chance_and_reports_everything() {
+    let out = tmp("learn");
+    let text = run_ok(bin().args(synthetic_args(
+        &out,
+        &["--synthetic-clips", "160,48,48", "--channels", "8", "--epochs", "8,1", "--heads", "relu,sparse-morph"],
+    )));
+    assert!(text.contains("| head | ROC-AUC | PR-AUC |"), "{text}");
+    let r = results(&out);
+    for head in ["relu", "sparse-morph"] {
+        let h = &r["heads"][head];
+        let roc = h["test_roc_auc"][0].as_f64().unwrap();
+        assert!(roc > 0.6, "{head}: test ROC-AUC {roc} is not well above chance (0.5)");
+        let epochs = h["epochs"][0].as_array().unwrap();
+        assert_eq!(epochs.len(), 9);
+        assert_eq!(epochs[8]["phase"], "sgd1");
+        assert!(epochs[8]["val_roc_auc"].as_f64().unwrap() > epochs[0]["val_roc_auc"].as_f64().unwrap());
+        assert_eq!(h["pruned"].as_array().unwrap().len(), 4);
+    }
+    for f in [
+        "results.csv",
+        "table.md",
+        "convergence_roc_auc.svg",
+        "convergence_roc_auc.png",
+        "convergence_pr_auc.svg",
+        "convergence_pr_auc.png",
+    ] {
+        assert!(std::fs::metadata(out.join(f)).map(|m| m.len() > 200).unwrap_or(false), "{f} missing or empty");
+    }
+    assert!(std::fs::read_to_string(out.join("table.md")).unwrap().contains("After pruning"));
+    std::fs::remove_dir_all(out).ok();
+}
+
+fn strip_timings(mut v: Value) -> Value {
+    for k in ["wall_seconds", "train_seconds"] {
+        v.as_object_mut().unwrap().remove(k);
+    }
+    for (_, h) in v["heads"].as_object_mut().unwrap().iter_mut() {
+        for run in h["epochs"].as_array_mut().unwrap() {
+            for e in run.as_array_mut().unwrap() {
+                let e = e.as_object_mut().unwrap();
+                e.remove("seconds");
+                e.remove("clips_per_s");
+            }
+        }
+    }
+    v
+}
+
+#[test]
+fn a_killed_mtat_run_resumes_through_the_phase_change_to_the_same_result() {
+    let cfg = [
+        "--synthetic-clips",
+        "96,32,32",
+        "--channels",
+        "4",
+        "--epochs",
+        "3,2,1",
+        "--heads",
+        "sparse-morph",
+        "--jobs",
+        "1",
+    ];
+    let whole = tmp("whole");
+    run_ok(bin().args(synthetic_args(&whole, &cfg)));
+    let killed = tmp("killed");
+    // Reuse the same synthetic clips (generation is seeded; copying saves time).
+    run_ok(Command::new("cp").arg("-r").arg(whole.join("synthetic-data")).arg(&killed));
+    let mut child =
+        bin().args(synthetic_args(&killed, &cfg)).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let log = killed.join("runs/sparse-morph-seed0/log.jsonl");
+    let t0 = Instant::now();
+    // Kill inside the Adam phase, after at least one checkpoint.
+    while std::fs::read_to_string(&log).map(|s| s.lines().count()).unwrap_or(0) < 2 {
+        assert!(t0.elapsed() < Duration::from_secs(120), "no progress after 2 minutes");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!killed.join("results.json").exists(), "finished before the kill: make the run longer");
+    run_ok(bin().args(synthetic_args(&killed, &cfg)));
+    assert_eq!(strip_timings(results(&killed)), strip_timings(results(&whole)));
+    std::fs::remove_dir_all(whole).ok();
+    std::fs::remove_dir_all(killed).ok();
+}
+
+#[test]
+fn dry_run_projects_this_and_the_paper_protocol() {
+    let out = run_ok(bin().args(["reproduce", "mtat", "--dry-run", "--channels", "4"]));
+    assert!(
+        out.contains("s per training step") && out.contains("the paper's protocol") && out.contains("h in total"),
+        "{out}"
+    );
+}
