@@ -80,7 +80,7 @@ pub struct TagMetrics {
 /// Macro metrics over the tags; tags whose labels hold a single class are
 /// left out of the averages (scikit-learn would refuse them) and counted.
 pub fn tag_metrics(labels: &[f32], scores: &[f32], tags: usize) -> Result<TagMetrics> {
-    if tags == 0 || labels.len() != scores.len() || labels.len() % tags != 0 {
+    if tags == 0 || labels.len() != scores.len() || !labels.len().is_multiple_of(tags) {
         bail!("tag metrics: {} labels and {} scores do not form [n, {tags}] matrices", labels.len(), scores.len());
     }
     let n = labels.len() / tags;

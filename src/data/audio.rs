@@ -73,7 +73,7 @@ pub fn htk_filterbank(c: &MelConfig) -> Vec<f32> {
     for (f, &freq) in all_freqs.iter().enumerate() {
         for m in 0..c.n_mels {
             // Triangles: rise from f_pts[m] to f_pts[m+1], fall to f_pts[m+2].
-            let down = (-1.0 * (f_pts[m] - freq)) / f_diff[m];
+            let down = -(f_pts[m] - freq) / f_diff[m];
             let up = (f_pts[m + 2] - freq) / f_diff[m + 1];
             fb[f * c.n_mels + m] = down.min(up).max(0.0);
         }
