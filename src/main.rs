@@ -23,6 +23,21 @@ enum Command {
     Reproduce(Reproduce),
     /// Run the CIFAR net on given weights and inputs; write logits, loss and gradients.
     Forward(ForwardArgs),
+    /// MagnaTagATune data tools.
+    #[command(subcommand)]
+    Mtat(MtatTools),
+}
+
+#[derive(Subcommand)]
+enum MtatTools {
+    /// Decode every mp3 under --mp3 to 16 kHz mono float32 .npy under --out (same relative
+    /// paths; use <mtat root>/npy as --out). Finished files are skipped; undecodable ones reported.
+    Preprocess {
+        #[arg(long)]
+        mp3: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -359,5 +374,14 @@ fn main() -> Result<()> {
         Some(Command::Reproduce(Reproduce::Cifar(a))) => reproduce_cifar(a),
         Some(Command::Reproduce(Reproduce::Mtat(a))) => reproduce_mtat(a),
         Some(Command::Forward(a)) => forward(a),
+        Some(Command::Mtat(MtatTools::Preprocess { mp3, out })) => {
+            let bar = indicatif::ProgressBar::new(0);
+            let report = morphgrad::data::preprocess::preprocess(&mp3, &out, &bar)?;
+            println!("converted {}, already done {}, failed {}", report.converted, report.skipped, report.failed.len());
+            for (f, why) in &report.failed {
+                println!("  could not decode {}: {why}", f.display());
+            }
+            Ok(())
+        }
     }
 }

@@ -4,4 +4,5 @@
 pub mod audio;
 pub mod cifar;
 pub mod mtat;
+pub mod preprocess;
 pub mod synthetic;
