@@ -103,9 +103,27 @@ impl Isa {
 /// Whether the SIMD kernels' assumptions hold (see the module docs).
 /// Written as a non-short-circuiting fold so it vectorises.
 fn simd_safe(x: &[f32], w: &[f32], bias: Option<&[f32]>) -> bool {
-    let bad_x = x.iter().fold(false, |bad, v| bad | !v.is_finite());
-    let bad = |v: &[f32]| v.iter().fold(false, |bad, &a| bad | a.is_nan() | (a == f32::INFINITY));
-    !bad_x && !bad(w) && !bias.is_some_and(bad)
+    !any_non_finite(x) && !any_nan_or_pos_inf(w) && !bias.is_some_and(any_nan_or_pos_inf)
+}
+
+crate::kernels::simd_dispatch! {
+    /// Whether some value is NaN or ±∞ (no early exit, so it vectorises).
+    fn any_non_finite(v: &[f32]) -> bool => any_non_finite_generic
+}
+
+#[inline(always)]
+fn any_non_finite_generic(v: &[f32]) -> bool {
+    v.iter().fold(false, |bad, a| bad | !a.is_finite())
+}
+
+crate::kernels::simd_dispatch! {
+    /// Whether some value is NaN or +∞ (`-∞` weights are allowed: inactive).
+    fn any_nan_or_pos_inf(v: &[f32]) -> bool => any_nan_or_pos_inf_generic
+}
+
+#[inline(always)]
+fn any_nan_or_pos_inf_generic(v: &[f32]) -> bool {
+    v.iter().fold(false, |bad, &a| bad | a.is_nan() | (a == f32::INFINITY))
 }
 
 /// The max-plus product with the best kernel for this CPU, in parallel.
