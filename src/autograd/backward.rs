@@ -132,8 +132,8 @@ fn input_grads<'a>(op: &'a Op, out: &Tensor, g: &Grad) -> Vec<(&'a Tensor, Grad)
             v.extend(bias.as_ref().map(|b| (b, gb)));
             some(v)
         }
-        Op::Conv2d { x, weight, bias, stride, padding, cols } => {
-            let [gx, gw, gb] = conv::conv2d_backward(x, weight, bias.as_ref(), *stride, *padding, cols, g);
+        Op::Conv2d { x, weight, bias, stride, padding } => {
+            let [gx, gw, gb] = conv::conv2d_backward(x, weight, bias.as_ref(), *stride, *padding, g);
             let mut v = vec![(x, gx), (weight, gw)];
             v.extend(bias.as_ref().map(|b| (b, gb)));
             some(v)

@@ -43,9 +43,6 @@ pub enum Op {
         bias: Option<Tensor>,
         stride: usize,
         padding: usize,
-        /// The unfolded input of every image block (im2col), kept by the
-        /// forward pass for the weight gradient; empty when not needed.
-        cols: Vec<f32>,
     },
     /// `argmax[o]`: flat index, within its input plane, of output `o`'s winner.
     MaxPool2d {

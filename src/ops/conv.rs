@@ -11,7 +11,7 @@
 use ndarray::{ArrayD, IxDyn};
 use rayon::prelude::*;
 
-use crate::autograd::{Op, is_recording};
+use crate::autograd::Op;
 use crate::kernels::gemm::{MatRef, gemm_into};
 use crate::kernels::im2col::{ConvShape, col2im, im2col};
 use crate::kernels::with_scratch;
@@ -33,60 +33,40 @@ pub fn conv2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, stride: usize,
         assert_eq!(b.shape(), &[geo.cout], "conv2d: bias {:?} for {} output channels", b.shape(), geo.cout);
     }
     let (s, cout, p) = (geo.s, geo.cout, geo.s.pixels());
-    let (k, nb) = (s.taps(), geo.images_per_block());
+    let nb = geo.images_per_block();
     let mut y = vec![0.0f32; geo.n * cout * p];
-    let w = MatRef::new(weight.data(), cout, k);
+    let w = MatRef::new(weight.data(), cout, s.taps());
     let in_len = s.cin * s.h * s.w;
-    // When the weight gradient will be needed, keep every block's unfolded
-    // input for the backward pass instead of unfolding it again there.
-    let keep_cols = is_recording(&[x, weight]) && weight.requires_grad();
-    let mut kept = if keep_cols { vec![0.0f32; geo.n * p * k] } else { Vec::new() };
-    let block = |blk: usize, y_blk: &mut [f32], col: &mut [f32], tmp: &mut [f32]| {
+    y.par_chunks_mut(nb * cout * p).enumerate().for_each(|(blk, y_blk)| {
         let imgs = y_blk.len() / (cout * p);
         let cols = imgs * p;
         let x_blk = &x.data()[blk * nb * in_len..(blk * nb + imgs) * in_len];
-        for (i, img) in x_blk.chunks_exact(in_len).enumerate() {
-            im2col(img, &s, col, cols, i * p);
-        }
-        let colm = MatRef::new(col, k, cols);
-        if imgs == 1 {
-            gemm_into(1.0, w, colm, 0.0, y_blk);
-        } else {
-            gemm_into(1.0, w, colm, 0.0, tmp);
-            for i in 0..imgs {
-                for co in 0..cout {
-                    y_blk[(i * cout + co) * p..(i * cout + co + 1) * p]
-                        .copy_from_slice(&tmp[co * cols + i * p..co * cols + (i + 1) * p]);
+        with_scratch(s.taps() * cols + if imgs > 1 { cout * cols } else { 0 }, |buf| {
+            let (col, tmp) = buf.split_at_mut(s.taps() * cols);
+            for (i, img) in x_blk.chunks_exact(in_len).enumerate() {
+                im2col(img, &s, col, cols, i * p);
+            }
+            let colm = MatRef::new(col, s.taps(), cols);
+            if imgs == 1 {
+                gemm_into(1.0, w, colm, 0.0, y_blk);
+            } else {
+                gemm_into(1.0, w, colm, 0.0, tmp);
+                for i in 0..imgs {
+                    for co in 0..cout {
+                        y_blk[(i * cout + co) * p..(i * cout + co + 1) * p]
+                            .copy_from_slice(&tmp[co * cols + i * p..co * cols + (i + 1) * p]);
+                    }
                 }
             }
-        }
+        });
         if let Some(b) = bias {
             for (plane, &bv) in y_blk.chunks_exact_mut(p).zip(b.data().iter().cycle()) {
                 plane.iter_mut().for_each(|v| *v += bv);
             }
         }
-    };
-    if keep_cols {
-        y.par_chunks_mut(nb * cout * p).zip(kept.par_chunks_mut(nb * p * k)).enumerate().for_each(
-            |(blk, (y_blk, col))| {
-                let imgs = y_blk.len() / (cout * p);
-                with_scratch(if imgs > 1 { cout * imgs * p } else { 0 }, |tmp| block(blk, y_blk, col, tmp));
-            },
-        );
-    } else {
-        y.par_chunks_mut(nb * cout * p).enumerate().for_each(|(blk, y_blk)| {
-            let cols = y_blk.len() / cout;
-            with_scratch(k * cols + if cols > p { cout * cols } else { 0 }, |buf| {
-                let (col, tmp) = buf.split_at_mut(k * cols);
-                block(blk, y_blk, col, tmp)
-            });
-        });
-    }
+    });
     let out = ArrayD::from_shape_vec(IxDyn(&[geo.n, cout, s.hout(), s.wout()]), y).expect("sizes agree");
-    Tensor::from_op(
-        out,
-        Op::Conv2d { x: x.clone(), weight: weight.clone(), bias: bias.cloned(), stride, padding, cols: kept },
-    )
+    Tensor::from_op(out, Op::Conv2d { x: x.clone(), weight: weight.clone(), bias: bias.cloned(), stride, padding })
 }
 
 /// Shapes of one convolution call, validated.
@@ -121,14 +101,12 @@ impl Geometry {
 }
 
 /// Gradients of [`conv2d`] for the inputs that need them: `[dx, dW, db]`.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn conv2d_backward(
     x: &Tensor,
     weight: &Tensor,
     bias: Option<&Tensor>,
     stride: usize,
     padding: usize,
-    kept_cols: &[f32],
     g: &ArrayD<f32>,
 ) -> [Option<ArrayD<f32>>; 3] {
     let geo = Geometry::new(x.shape(), weight.shape(), stride, padding);
@@ -173,16 +151,10 @@ pub(crate) fn conv2d_backward(
                 };
                 let gym = MatRef::new(gy, cout, cols);
                 if need_w {
-                    // The forward pass kept this block's unfolded input (same block layout).
-                    let col: &[f32] = if kept_cols.is_empty() {
-                        let x_blk = &x.data()[b0 * in_len..(b0 + imgs) * in_len];
-                        for (i, img) in x_blk.chunks_exact(in_len).enumerate() {
-                            im2col(img, &s, col, cols, i * p);
-                        }
-                        col
-                    } else {
-                        &kept_cols[b0 * p * k..(b0 + imgs) * p * k]
-                    };
+                    let x_blk = &x.data()[b0 * in_len..(b0 + imgs) * in_len];
+                    for (i, img) in x_blk.chunks_exact(in_len).enumerate() {
+                        im2col(img, &s, col, cols, i * p);
+                    }
                     gemm_into(1.0, gym, MatRef::new(col, k, cols).t(), 1.0, &mut gw);
                 }
                 if need_x {
