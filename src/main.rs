@@ -301,18 +301,28 @@ fn reproduce_mtat(a: MtatArgs) -> Result<()> {
             );
             Ok(())
         };
-        show("this protocol", &protocol)?;
+        show("these settings on the full MTAT split", &protocol)?;
         let paper = MtatProtocol {
             channels: 128,
             sparse_k: 1024,
             epochs: vec![80, 20],
             seeds: (0..5).collect(),
             heads: ["relu", "maxout", "dense-morph-nobn", "sparse-morph"].map(String::from).to_vec(),
-            jobs: 1,
-            threads_per_job: par.jobs * par.threads_per_job,
             ..protocol.clone()
         };
-        return show("the paper's protocol (one run at a time)", &paper);
+        let cores = par.jobs * par.threads_per_job;
+        let auto = Parallelism::choose("auto", paper.heads.len() * paper.seeds.len())?;
+        let wide = Parallelism { jobs: 1, threads_per_job: cores };
+        for layout in if auto == wide { vec![wide] } else { vec![wide, auto] } {
+            let name = format!(
+                "the paper's protocol, {} run(s) at a time × {} thread(s){}",
+                layout.jobs,
+                layout.threads_per_job,
+                if layout == auto { " (what --jobs auto picks)" } else { "" }
+            );
+            show(&name, &MtatProtocol { jobs: layout.jobs, threads_per_job: layout.threads_per_job, ..paper.clone() })?;
+        }
+        return Ok(());
     }
     std::fs::create_dir_all(&a.out).with_context(|| format!("cannot create {}", a.out.display()))?;
     let root = match &a.data {
@@ -368,6 +378,7 @@ fn reproduce_mtat(a: MtatArgs) -> Result<()> {
 }
 
 fn main() -> Result<()> {
+    morphgrad::kernels::tune_allocator();
     let cli = Cli::parse();
     match cli.command {
         None => reproduce_cifar(CifarArgs::default()),

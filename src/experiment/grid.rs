@@ -55,6 +55,7 @@ pub fn run_grid<T: Sync, R: Send>(
     label: impl Fn(&T) -> String + Sync,
     f: impl Fn(&T, &ProgressBar) -> Result<R> + Sync,
 ) -> Result<Vec<R>> {
+    crate::kernels::tune_allocator();
     let multi = MultiProgress::new();
     let style = ProgressStyle::with_template("{prefix:>22} [{bar:30}] {pos}/{len} {elapsed_precise} eta {eta} {msg}")
         .expect("valid template")

@@ -16,6 +16,7 @@ use rand::{SeedableRng, rngs::Xoshiro256PlusPlus};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use super::grid::{Parallelism, run_grid};
 use super::run_dir::{Meta, RunDir};
 use crate::autograd::no_grad;
 use crate::data::audio::CHUNK;
@@ -366,9 +367,35 @@ pub struct Projection {
 }
 
 /// Time a few training steps and evaluation clips of `head` at the
-/// protocol's width and batch, and project the wall time of the protocol
-/// (`n_train`, `n_valid`, epochs, heads × seeds run `jobs` at a time).
+/// protocol's width and batch — `p.jobs` copies side by side, each on its own
+/// pool of `p.threads_per_job` threads, so contention for memory bandwidth is
+/// in the numbers — and project the wall time of the protocol (`n_train`,
+/// `n_valid`, epochs, heads × seeds run `jobs` at a time).
 pub fn project(p: &MtatProtocol, head: HeadKind, steps: usize) -> Result<Projection> {
+    let par = Parallelism { jobs: p.jobs, threads_per_job: p.threads_per_job };
+    let copies: Vec<usize> = (0..p.jobs).collect();
+    let timings = run_grid(&copies, par, |i| format!("timing job {i}"), |_, _| time_step_and_eval(p, head, steps))?;
+    let n = timings.len() as f64;
+    let seconds_per_step = timings.iter().map(|t| t.0).sum::<f64>() / n;
+    let seconds_per_eval_clip = timings.iter().map(|t| t.1).sum::<f64>() / n;
+    let steps_per_epoch = p.n_train.div_ceil(p.batch_size);
+    let seconds_per_epoch = steps_per_epoch as f64 * seconds_per_step + p.n_valid as f64 * seconds_per_eval_clip;
+    let hours_per_run =
+        (seconds_per_epoch * p.total_epochs() as f64 + (p.n_test as f64) * seconds_per_eval_clip) / 3600.0;
+    let runs = (p.heads.len() * p.seeds.len()) as f64;
+    Ok(Projection {
+        seconds_per_step,
+        seconds_per_eval_clip,
+        steps_per_epoch,
+        seconds_per_epoch,
+        hours_per_run,
+        hours_total: hours_per_run * (runs / p.jobs as f64).ceil(),
+    })
+}
+
+/// Seconds per training step and per evaluated clip (16 chunks) of one model,
+/// on the current thread pool.
+fn time_step_and_eval(p: &MtatProtocol, head: HeadKind, steps: usize) -> Result<(f64, f64)> {
     let mut model = ShortChunkCnn::new(p.model_config(head), 0);
     let mut opt = p.optimizer(0);
     let mut s = 0x1234_5678_9ABC_DEF1u64;
@@ -395,17 +422,5 @@ pub fn project(p: &MtatProtocol, head: HeadKind, steps: usize) -> Result<Project
     let t1 = Instant::now();
     no_grad(|| model.forward(&clip, &mut Ctx::eval()))?;
     let seconds_per_eval_clip = t1.elapsed().as_secs_f64();
-    let steps_per_epoch = p.n_train.div_ceil(p.batch_size);
-    let seconds_per_epoch = steps_per_epoch as f64 * seconds_per_step + p.n_valid as f64 * seconds_per_eval_clip;
-    let hours_per_run =
-        (seconds_per_epoch * p.total_epochs() as f64 + (p.n_test as f64) * seconds_per_eval_clip) / 3600.0;
-    let runs = (p.heads.len() * p.seeds.len()) as f64;
-    Ok(Projection {
-        seconds_per_step,
-        seconds_per_eval_clip,
-        steps_per_epoch,
-        seconds_per_epoch,
-        hours_per_run,
-        hours_total: hours_per_run * (runs / p.jobs as f64).ceil(),
-    })
+    Ok((seconds_per_step, seconds_per_eval_clip))
 }
