@@ -16,6 +16,7 @@ fn input(shape: &[usize], seed: usize) -> ArrayD<f32> {
 }
 
 fn conv(c: &mut Criterion) {
+    morphgrad::kernels::adopt_calling_thread();
     let (n, ch, hw) = (64, 128, 16);
     let flop = 2 * n * ch * ch * 9 * hw * hw;
     let x = Tensor::param(input(&[n, ch, hw, hw], 1));

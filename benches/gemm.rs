@@ -6,6 +6,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use morphgrad::kernels::gemm::{MatRef, gemm_into};
 
 fn sgemm_512(c: &mut Criterion) {
+    morphgrad::kernels::adopt_calling_thread();
     let n = 512;
     let a: Vec<f32> = (0..n * n).map(|i| (i % 7) as f32 * 0.1).collect();
     let b: Vec<f32> = (0..n * n).map(|i| (i % 5) as f32 * 0.2).collect();

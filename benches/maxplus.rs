@@ -25,6 +25,7 @@ fn input(shape: &[usize], seed: u64) -> ArrayD<f32> {
 }
 
 fn dense(c: &mut Criterion) {
+    morphgrad::kernels::adopt_calling_thread();
     let mut g = c.benchmark_group("maxplus");
     for batch in [64usize, 16] {
         let layer = MaxPlus::new(512, 512, true, &mut Xoshiro256PlusPlus::seed_from_u64(0));
@@ -44,6 +45,7 @@ fn dense(c: &mut Criterion) {
     let gy = input(&[64, 512], 2);
     g.throughput(Throughput::Elements((64 * 512 * 513) as u64));
     g.bench_function("sparse_fwd_bwd/64x512x512_k1024", |b| b.iter(|| layer.forward(&x).backward_with(gy.clone())));
+    g.bench_function("sparse_fwd/64x512x512_k1024", |b| b.iter(|| layer.forward(&x)));
     g.finish();
 }
 

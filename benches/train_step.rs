@@ -23,6 +23,7 @@ fn batch() -> (Tensor, Vec<usize>) {
 }
 
 fn train_step(c: &mut Criterion) {
+    morphgrad::kernels::adopt_calling_thread();
     let (x, labels) = batch();
     let mut g = c.benchmark_group("train_step");
     g.sample_size(10);
@@ -53,6 +54,7 @@ fn train_step(c: &mut Criterion) {
 /// of 59 049-sample chunks, BCE, Adam with L2 — mel front end included.
 /// Throughput in clips/s.
 fn short_chunk_step(c: &mut Criterion) {
+    morphgrad::kernels::adopt_calling_thread();
     let mut s = 0x9E37_79B9_7F4A_7C15u64;
     let wav = ArrayD::from_shape_simple_fn(IxDyn(&[16, CHUNK]), || {
         s ^= s << 13;

@@ -379,6 +379,7 @@ fn reproduce_mtat(a: MtatArgs) -> Result<()> {
 
 fn main() -> Result<()> {
     morphgrad::kernels::tune_allocator();
+    morphgrad::kernels::adopt_calling_thread();
     let cli = Cli::parse();
     match cli.command {
         None => reproduce_cifar(CifarArgs::default()),

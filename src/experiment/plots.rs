@@ -72,7 +72,12 @@ where
     macro_rules! plot_in {
         ($ctx:expr) => {{
             let mut ctx = $ctx;
-            ctx.configure_mesh().x_desc(chart.x_label).y_desc(chart.y_label).draw().map_err(err)?;
+            ctx.configure_mesh()
+                .x_desc(chart.x_label)
+                .y_desc(chart.y_label)
+                .x_label_formatter(&|v| tick(*v))
+                .draw()
+                .map_err(err)?;
             for (i, s) in chart.series.iter().enumerate() {
                 let color = PALETTE[i % PALETTE.len()];
                 if !s.band.is_empty() && s.line {
@@ -92,7 +97,14 @@ where
         }};
     }
     if chart.log_x {
-        plot_in!(builder.build_cartesian_2d((x0.max(1e-9)..x1 * 1.05).log_scale(), y0 - pad..y1 + pad).map_err(err)?);
+        // 1-2-5 ticks per decade: plotters' own log ticks crowd at the top of each decade.
+        let x0 = x0.max(1e-9);
+        let ticks: Vec<f64> = (-9..10)
+            .flat_map(|e| [1.0, 2.0, 5.0].map(|m| m * 10f64.powi(e)))
+            .filter(|t| (x0..=x1 * 1.05).contains(t))
+            .collect();
+        let x = (x0..x1 * 1.05).log_scale().with_key_points(ticks);
+        plot_in!(builder.build_cartesian_2d(x, y0 - pad..y1 + pad).map_err(err)?);
     } else {
         plot_in!(builder.build_cartesian_2d(x0..x1.max(x0 + 1e-9), y0 - pad..y1 + pad).map_err(err)?);
     }
@@ -100,8 +112,32 @@ where
     Ok(())
 }
 
+/// An axis label: integers without a fraction, others to 4 significant digits.
+fn tick(v: f64) -> String {
+    if v == v.round() && v.abs() < 1e12 {
+        return format!("{v:.0}");
+    }
+    let digits = (3 - v.abs().log10().floor() as i32).clamp(0, 12) as usize;
+    format!("{v:.digits$}").trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
 fn bounds(v: impl Iterator<Item = f64>) -> (f64, f64) {
     let (lo, hi) =
         v.filter(|x| x.is_finite()).fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| (a.min(x), b.max(x)));
     if lo.is_finite() { (lo, if hi > lo { hi } else { lo + 1.0 }) } else { (0.0, 1.0) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tick;
+
+    #[test]
+    fn axis_labels_drop_needless_fractions() {
+        assert_eq!(tick(10.0), "10");
+        assert_eq!(tick(0.75), "0.75");
+        assert_eq!(tick(12.5), "12.5");
+        assert_eq!(tick(0.8123456), "0.8123");
+        assert_eq!(tick(1e-5), "0.00001");
+        assert_eq!(tick(-2.5), "-2.5");
+    }
 }

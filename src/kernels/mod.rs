@@ -38,6 +38,9 @@ pub(crate) use simd_dispatch;
 pub mod gemm;
 pub mod im2col;
 pub mod maxplus;
+mod transpose;
+
+pub use transpose::transpose;
 
 use rayon::prelude::*;
 
@@ -87,6 +90,29 @@ pub fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     })
 }
 
+/// Make the calling thread worker 0 of rayon's global pool (of
+/// `RAYON_NUM_THREADS` threads, or one per core). Without it, every parallel
+/// op called from a thread outside the pool hands its work to a pool thread
+/// and sleeps until it is done: two context switches per op, tens of µs —
+/// more than a sparse max-plus layer's whole forward pass. Call it once at
+/// the start of `main`, before anything uses rayon (the CLI and the benches
+/// do); returns false if the global pool already existed.
+pub fn adopt_calling_thread() -> bool {
+    rayon::ThreadPoolBuilder::new().use_current_thread().build_global().is_ok()
+}
+
+/// `n` zeros, written by every rayon thread when `n` is large: a reused heap
+/// block must be cleared by hand, and one core alone clears ~1 MB in the
+/// time a max-plus layer needs for its whole backward pass.
+pub fn zeroed(n: usize) -> Vec<f32> {
+    if n < PAR_MIN {
+        return vec![0.0; n];
+    }
+    let mut v = Vec::with_capacity(n);
+    v.par_extend(rayon::iter::repeat_n(0.0f32, n));
+    v
+}
+
 /// Keep freed tensor buffers in the process instead of returning them to the
 /// kernel after every op.
 ///
@@ -114,58 +140,4 @@ pub fn tune_allocator() {
             libc::mallopt(libc::M_ARENA_MAX, 1);
         }
     });
-}
-
-simd_dispatch! {
-    /// `a [rows, cols]` (row-major) transposed to `[cols, rows]`, in 8×8 tiles:
-    /// small enough that the 8 source and 8 destination lines of a tile stay
-    /// in L1 even when the row strides alias to the same cache sets.
-    pub fn transpose(a: &[f32], rows: usize, cols: usize) -> Vec<f32> => transpose_generic
-}
-
-#[inline(always)]
-fn transpose_generic(a: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    assert_eq!(a.len(), rows * cols, "transpose: {} values for {rows}×{cols}", a.len());
-    const T: usize = 8;
-    let mut t = vec![0.0f32; a.len()];
-    let (full_r, full_c) = (rows / T * T, cols / T * T);
-    for r0 in (0..full_r).step_by(T) {
-        for c0 in (0..full_c).step_by(T) {
-            // A whole 8×8 tile through registers: fixed sizes let the compiler unroll it.
-            let mut tile = [[0.0f32; T]; T];
-            for (k, row) in tile.iter_mut().enumerate() {
-                row.copy_from_slice(&a[(r0 + k) * cols + c0..][..T]);
-            }
-            for c in 0..T {
-                let out: &mut [f32; T] = (&mut t[(c0 + c) * rows + r0..][..T]).try_into().expect("8 values");
-                for k in 0..T {
-                    out[k] = tile[k][c];
-                }
-            }
-        }
-    }
-    // The ragged right and bottom edges, one element at a time.
-    for r in 0..rows {
-        let c_start = if r < full_r { full_c } else { 0 };
-        for c in c_start..cols {
-            t[c * rows + r] = a[r * cols + c];
-        }
-    }
-    t
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn transpose_handles_ragged_edges() {
-        for (r, c) in [(1, 1), (3, 17), (16, 8), (9, 33), (64, 512)] {
-            let a: Vec<f32> = (0..r * c).map(|i| i as f32).collect();
-            let t = super::transpose(&a, r, c);
-            for i in 0..r {
-                for j in 0..c {
-                    assert_eq!(t[j * r + i], a[i * c + j], "{r}x{c} at ({i},{j})");
-                }
-            }
-        }
-    }
 }

@@ -100,10 +100,14 @@ impl Isa {
     }
 }
 
-/// Whether the SIMD kernels' assumptions hold (see the module docs).
-/// Written as a non-short-circuiting fold so it vectorises.
+/// Whether the SIMD kernels' assumptions hold (see the module docs). Weight
+/// matrices are large next to the batch, so long slices are scanned in
+/// parallel.
 fn simd_safe(x: &[f32], w: &[f32], bias: Option<&[f32]>) -> bool {
-    !any_non_finite(x) && !any_nan_or_pos_inf(w) && !bias.is_some_and(any_nan_or_pos_inf)
+    let par_any = |v: &[f32], f: fn(&[f32]) -> bool| {
+        if v.len() < crate::kernels::PAR_MIN { f(v) } else { v.par_chunks(crate::kernels::PAR_MIN).any(f) }
+    };
+    !par_any(x, any_non_finite) && !par_any(w, any_nan_or_pos_inf) && !bias.is_some_and(any_nan_or_pos_inf)
 }
 
 crate::kernels::simd_dispatch! {
@@ -111,9 +115,11 @@ crate::kernels::simd_dispatch! {
     fn any_non_finite(v: &[f32]) -> bool => any_non_finite_generic
 }
 
+// One compare per value: `a < +∞` is false exactly for NaN and +∞.
 #[inline(always)]
+#[allow(clippy::neg_cmp_op_on_partial_ord)]
 fn any_non_finite_generic(v: &[f32]) -> bool {
-    v.iter().fold(false, |bad, a| bad | !a.is_finite())
+    v.iter().fold(false, |bad, a| bad | !(a.abs() < f32::INFINITY))
 }
 
 crate::kernels::simd_dispatch! {
@@ -122,8 +128,9 @@ crate::kernels::simd_dispatch! {
 }
 
 #[inline(always)]
+#[allow(clippy::neg_cmp_op_on_partial_ord)]
 fn any_nan_or_pos_inf_generic(v: &[f32]) -> bool {
-    v.iter().fold(false, |bad, &a| bad | a.is_nan() | (a == f32::INFINITY))
+    v.iter().fold(false, |bad, &a| bad | !(a < f32::INFINITY))
 }
 
 /// The max-plus product with the best kernel for this CPU, in parallel.

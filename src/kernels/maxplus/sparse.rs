@@ -65,6 +65,11 @@ impl Csr {
     }
 }
 
+/// Below this many candidate evaluations (entries and biases × batch) the
+/// forward stays on the calling thread: waking another one costs more. The
+/// paper's layer (K = 1024, 512 outputs, batch 64) is ~100 000.
+const PAR_MIN_WORK: usize = 1 << 20;
+
 /// Sparse max-plus forward. `winners_t`, when given, receives the winners
 /// *transposed*, `[n_out, batch]` (entry index or [`NONE`] for the bias) —
 /// the layout [`scatter_grads`] consumes.
@@ -101,6 +106,10 @@ pub fn forward(
     let mut best = vec![f32::NEG_INFINITY; n_out * batch];
     if finite {
         let xt = transpose(x, batch, n_in);
+        if (csr.nnz() + n_out) * batch < PAR_MIN_WORK {
+            rows_max(csr, &xt, values, bias, batch, 0, &mut best, arg);
+            return y.copy_from_slice(&transpose(&best, n_out, batch));
+        }
         let rows = n_out.div_ceil(rayon::current_num_threads() * 4).max(1);
         best.par_chunks_mut(rows * batch)
             .zip(arg.par_chunks_mut(rows * batch))
@@ -211,32 +220,99 @@ fn scatter_grads_generic(
     gv: &mut [f32],
     gb: &mut [f32],
 ) {
-    let (n_in, n_out, nnz) = (csr.n_in, csr.n_out, csr.nnz());
-    // The bias wins often in a sparse layer, so rather than branch on it, its
-    // share goes to one spare slot past the end of each accumulator.
-    let mut acc_v = vec![0.0f32; nnz + 1];
-    let mut acc_b = vec![0.0f32; n_out];
-    let mut acc_x = vec![0.0f32; if gx.is_empty() { 0 } else { batch * (n_in + 1) }];
-    for j in 0..n_out {
-        for n in 0..batch {
-            let (k, gnj) = (winners_t[j * batch + n], g[n * n_out + j]);
-            let bias = k == NONE;
-            acc_v[if bias { nnz } else { k as usize }] += gnj;
-            acc_b[j] += if bias { gnj } else { 0.0 };
-            if !acc_x.is_empty() {
-                acc_x[n * (n_in + 1) + if bias { n_in } else { csr.col[k as usize] as usize }] += gnj;
+    // Every sum runs in the order of the dense kernel (over the batch for
+    // weights and bias, over outputs for inputs) and adds `0.0` where the
+    // candidate lost, which changes no sum: results are bit-identical to the
+    // dense layer's. The vector lanes go where that order allows them.
+    let (n_in, n_out) = (csr.n_in, csr.n_out);
+    if !gv.is_empty() || !gb.is_empty() {
+        weight_and_bias_grads(csr, batch, winners_t, g, gv, gb);
+    }
+    if !gx.is_empty() {
+        // dxᵀ[col[k], :] gathers the batch row g[:, j] where entry k of row j
+        // won: lanes over the batch, rows visited in ascending j.
+        let gt = transpose(g, batch, n_out);
+        let mut gxt = vec![0.0f32; n_in * batch];
+        for j in 0..n_out {
+            let (w, gj) = (&winners_t[j * batch..][..batch], &gt[j * batch..][..batch]);
+            for k in csr.row(j) {
+                let row = &mut gxt[csr.col[k] as usize * batch..][..batch];
+                for ((o, &wn), &gn) in row.iter_mut().zip(w).zip(gj) {
+                    *o += if wn == k as u32 { gn } else { 0.0 };
+                }
+            }
+        }
+        for (o, a) in gx.iter_mut().zip(transpose(&gxt, n_in, batch)) {
+            *o += a;
+        }
+    }
+}
+
+/// Output rows per lane group of [`weight_and_bias_grads`].
+const L: usize = 16;
+/// A target no winner holds: entry indices are below nnz, the bias is NONE.
+const NEVER: u32 = NONE - 1;
+
+/// `dv[k] = Σ_n g[n, j]·[winner(n, j) = k]` and the same for the bias, each
+/// a sum in batch order, computed for 16 output rows at once (one per lane).
+#[inline(always)]
+fn weight_and_bias_grads(csr: &Csr, batch: usize, winners_t: &[u32], g: &[f32], gv: &mut [f32], gb: &mut [f32]) {
+    let n_out = csr.n_out;
+    // Both operands as [batch, stride] with the rows padded to whole groups;
+    // padding lanes hold gradient 0, so whatever they match adds nothing.
+    let stride = n_out.next_multiple_of(L);
+    let (winners, gp) = if stride == n_out {
+        (transpose(winners_t, n_out, batch), std::borrow::Cow::Borrowed(g))
+    } else {
+        let mut wt = winners_t.to_vec();
+        wt.resize(stride * batch, NEVER);
+        let mut gp = vec![0.0f32; batch * stride];
+        for (dst, src) in gp.chunks_exact_mut(stride).zip(g.chunks_exact(n_out)) {
+            dst[..n_out].copy_from_slice(src);
+        }
+        (transpose(&wt, stride, batch), std::borrow::Cow::Owned(gp))
+    };
+    for j0 in (0..n_out).step_by(L) {
+        let lanes = L.min(n_out - j0);
+        if !gb.is_empty() {
+            let acc = lane_sums(&winners, &gp, stride, j0, &[NONE; L]);
+            gb[j0..j0 + lanes].iter_mut().zip(acc).for_each(|(o, a)| *o += a);
+        }
+        if !gv.is_empty() {
+            let longest = (j0..j0 + lanes).map(|j| csr.row(j).len()).max().unwrap_or(0);
+            for e in 0..longest {
+                // The e-th entry of every row in the group (or a never-winner).
+                let mut target = [NEVER; L];
+                for (l, t) in target.iter_mut().enumerate().take(lanes) {
+                    let row = csr.row(j0 + l);
+                    if e < row.len() {
+                        *t = (row.start + e) as u32;
+                    }
+                }
+                let acc = lane_sums(&winners, &gp, stride, j0, &target);
+                for (&t, a) in target.iter().zip(acc) {
+                    if t != NEVER {
+                        gv[t as usize] += a;
+                    }
+                }
             }
         }
     }
-    if !gv.is_empty() {
-        gv.iter_mut().zip(&acc_v).for_each(|(o, a)| *o += a);
-    }
-    if !gb.is_empty() {
-        gb.iter_mut().zip(&acc_b).for_each(|(o, a)| *o += a);
-    }
-    if !gx.is_empty() {
-        for (row, acc) in gx.chunks_exact_mut(n_in).zip(acc_x.chunks_exact(n_in + 1)) {
-            row.iter_mut().zip(acc).for_each(|(o, a)| *o += a);
+}
+
+/// Lane `l`: `Σ_n g[n, j0 + l]` over the `n` where `target[l]` won, in batch
+/// order (`winners`, `g`: `[batch, stride]`).
+#[inline(always)]
+fn lane_sums(winners: &[u32], g: &[f32], stride: usize, j0: usize, target: &[u32; L]) -> [f32; L] {
+    let mut acc = [0.0f32; L];
+    for (w, gn) in winners.chunks_exact(stride).zip(g.chunks_exact(stride)) {
+        let (w, gn): (&[u32; L], &[f32; L]) =
+            (w[j0..j0 + L].try_into().expect("L lanes"), gn[j0..j0 + L].try_into().expect("L lanes"));
+        for l in 0..L {
+            // `g` where the target won, else +0.0, as a bit mask: branch-free, so it vectorises.
+            let keep = u32::from(w[l] == target[l]).wrapping_neg();
+            acc[l] += f32::from_bits(gn[l].to_bits() & keep);
         }
     }
+    acc
 }
