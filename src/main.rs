@@ -202,7 +202,7 @@ fn reproduce_cifar(a: CifarArgs) -> Result<()> {
     let results = cifar::reproduce(&protocol, &data, &a.out)?;
     println!("\nTest accuracy (%), mean ± std over {} seed(s), C = {}:\n", a.seeds, a.channels);
     println!("{}", results.table_md());
-    println!("wall time {:.0} s; results, tables and plots in {}", results.wall_seconds, a.out.display());
+    println!("wall time {:.0} s over every command that wrote {}", results.wall_seconds, a.out.display());
     Ok(())
 }
 
@@ -373,7 +373,7 @@ fn reproduce_mtat(a: MtatArgs) -> Result<()> {
     let results = mtat::reproduce(&protocol, &data, &a.out)?;
     println!("\nTest metrics, mean ± std over {} seed(s), C = {}:\n", a.seeds, a.channels);
     println!("{}", results.table_md());
-    println!("wall time {:.0} s; results, tables and convergence figure in {}", results.wall_seconds, a.out.display());
+    println!("wall time {:.0} s over every command that wrote {}", results.wall_seconds, a.out.display());
     Ok(())
 }
 

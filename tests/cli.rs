@@ -166,6 +166,14 @@ fn a_killed_run_resumes_and_ends_exactly_like_an_uninterrupted_one() {
     assert!(!killed.join("results.json").exists(), "the run finished before it could be killed: make it longer");
     run_ok(bin().args(args(&killed)));
     assert_eq!(strip_timings(results(&killed)), strip_timings(results(&whole)));
+
+    // A finished grid run again only redraws the report: the results stay, and
+    // the recorded wall time grows by this command's instead of being replaced.
+    let before = results(&whole);
+    run_ok(bin().args(args(&whole)));
+    let after = results(&whole);
+    assert_eq!(strip_timings(after.clone()), strip_timings(before.clone()));
+    assert!(after["wall_seconds"].as_f64().unwrap() > before["wall_seconds"].as_f64().unwrap());
     std::fs::remove_dir_all(whole).ok();
     std::fs::remove_dir_all(killed).ok();
 }

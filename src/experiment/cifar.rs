@@ -384,7 +384,8 @@ pub fn reproduce(
             run(p, data, h, s, &dir, bar)
         },
     )?;
-    let results = super::cifar_report::CifarResults::from_runs(p.clone(), &runs, t0.elapsed().as_secs_f64());
+    let wall = super::run_dir::earlier_wall_seconds(out, p) + t0.elapsed().as_secs_f64();
+    let results = super::cifar_report::CifarResults::from_runs(p.clone(), &runs, wall);
     results.write(out)?;
     Ok(results)
 }

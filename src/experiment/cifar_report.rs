@@ -42,8 +42,9 @@ pub struct HeadResults {
 pub struct CifarResults {
     pub protocol: CifarProtocol,
     pub heads: BTreeMap<String, HeadResults>,
-    /// Wall time of the command that wrote this file (runs finished by an
-    /// earlier invocation are read back and cost nothing here).
+    /// Wall time of the commands that wrote this file, summed (see
+    /// [`super::run_dir::earlier_wall_seconds`]; a command interrupted before
+    /// its report is not counted — `train_seconds` still has its epochs).
     pub wall_seconds: f64,
     /// Training time summed over every epoch of every run.
     pub train_seconds: f64,

@@ -350,7 +350,8 @@ pub fn reproduce(p: &MtatProtocol, data: &Mtat, out: &std::path::Path) -> Result
             run(p, data, h, s, &dir, bar)
         },
     )?;
-    let results = super::mtat_report::MtatResults::from_runs(p.clone(), &runs, t0.elapsed().as_secs_f64());
+    let wall = super::run_dir::earlier_wall_seconds(out, p) + t0.elapsed().as_secs_f64();
+    let results = super::mtat_report::MtatResults::from_runs(p.clone(), &runs, wall);
     results.write(out)?;
     Ok(results)
 }

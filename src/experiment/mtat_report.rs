@@ -40,6 +40,7 @@ pub struct MtatHeadResults {
 pub struct MtatResults {
     pub protocol: MtatProtocol,
     pub heads: BTreeMap<String, MtatHeadResults>,
+    /// As [`super::cifar_report::CifarResults::wall_seconds`].
     pub wall_seconds: f64,
     pub train_seconds: f64,
 }

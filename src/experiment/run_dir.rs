@@ -124,3 +124,18 @@ impl RunDir {
         ))
     }
 }
+
+/// The `wall_seconds` that `dir/results.json` already records for this same
+/// `protocol`, or 0. A grid reproduced again in the same folder — to finish
+/// interrupted runs or only to redraw the report — adds its own time to it
+/// rather than replacing the record with a few seconds.
+pub fn earlier_wall_seconds(dir: &Path, protocol: &impl Serialize) -> f64 {
+    let parse = |text: &str| serde_json::from_str::<serde_json::Value>(text).ok();
+    let earlier = std::fs::read_to_string(dir.join("results.json")).ok().and_then(|t| parse(&t));
+    // Through text, as in the file: f32 settings compare equal after the round trip.
+    let now = serde_json::to_string(protocol).ok().and_then(|t| parse(&t));
+    match (earlier, now) {
+        (Some(e), Some(p)) if e.get("protocol") == Some(&p) => e["wall_seconds"].as_f64().unwrap_or(0.0),
+        _ => 0.0,
+    }
+}
