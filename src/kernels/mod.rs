@@ -40,7 +40,7 @@ pub mod im2col;
 pub mod maxplus;
 mod transpose;
 
-pub use transpose::transpose;
+pub use transpose::{transpose, transpose_into};
 
 use rayon::prelude::*;
 
@@ -105,7 +105,8 @@ pub fn adopt_calling_thread() -> bool {
 /// block must be cleared by hand, and one core alone clears ~1 MB in the
 /// time a max-plus layer needs for its whole backward pass.
 pub fn zeroed(n: usize) -> Vec<f32> {
-    if n < PAR_MIN {
+    // Below 1 MB one core clears it faster than another can be woken.
+    if n < 1 << 18 {
         return vec![0.0; n];
     }
     let mut v = Vec::with_capacity(n);

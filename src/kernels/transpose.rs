@@ -2,37 +2,59 @@
 //! source and 8 destination lines of a tile stay in L1 even when the row
 //! strides alias to the same cache sets.
 
+use std::mem::MaybeUninit;
+
 /// `a [rows, cols]` (row-major) transposed to `[cols, rows]`, for any plain
 /// element type (`f32` values, `u32` winner indices). Elements are moved,
 /// never computed on, so every bit pattern (NaN payloads too) survives.
 pub fn transpose<E: Copy + Default>(a: &[E], rows: usize, cols: usize) -> Vec<E> {
+    // Written once, element by element, so not zero-filled first (a fill
+    // would be a third of the cost of the transpose).
+    let mut t: Vec<E> = Vec::with_capacity(a.len());
+    transpose_uninit(a, rows, cols, &mut t.spare_capacity_mut()[..a.len()]);
+    // SAFETY: `transpose_uninit` initialised all rows·cols = a.len() elements.
+    unsafe { t.set_len(a.len()) };
+    t
+}
+
+/// [`transpose`] into an existing buffer of `rows·cols` elements.
+pub fn transpose_into<E: Copy + Default>(a: &[E], rows: usize, cols: usize, out: &mut [E]) {
+    assert_eq!(out.len(), a.len(), "transpose_into: {} slots for {} values", out.len(), a.len());
+    // SAFETY: `E` and `MaybeUninit<E>` have the same layout, and only initialised
+    // values are written through the view, so `out` stays initialised.
+    let view = unsafe { &mut *(out as *mut [E] as *mut [MaybeUninit<E>]) };
+    transpose_uninit(a, rows, cols, view);
+}
+
+/// Write every element of `aᵀ` into `out` (`rows·cols` slots).
+fn transpose_uninit<E: Copy + Default>(a: &[E], rows: usize, cols: usize, out: &mut [MaybeUninit<E>]) {
     assert_eq!(a.len(), rows * cols, "transpose: {} values for {rows}×{cols}", a.len());
-    let mut t = vec![E::default(); a.len()];
+    assert_eq!(out.len(), a.len());
     let (full_r, full_c) = (rows / T * T, cols / T * T);
     #[cfg(target_arch = "x86_64")]
     if size_of::<E>() == 4 && std::is_x86_feature_detected!("avx") {
         // SAFETY: AVX was detected; E is 4 bytes wide and both buffers hold rows·cols elements.
-        unsafe { tiles_avx(a.as_ptr().cast(), t.as_mut_ptr().cast(), rows, cols) };
+        unsafe { tiles_avx(a.as_ptr().cast(), out.as_mut_ptr().cast(), rows, cols) };
     } else {
-        tiles(a, &mut t, rows, cols);
+        tiles(a, out, rows, cols);
     }
     #[cfg(not(target_arch = "x86_64"))]
-    tiles(a, &mut t, rows, cols);
-    // The ragged right and bottom edges, one element at a time.
+    tiles(a, out, rows, cols);
+    // The ragged right and bottom edges, one element at a time: with the
+    // tiles (every r < full_r, c < full_c) that is every element.
     for r in 0..rows {
         let c_start = if r < full_r { full_c } else { 0 };
         for c in c_start..cols {
-            t[c * rows + r] = a[r * cols + c];
+            out[c * rows + r] = MaybeUninit::new(a[r * cols + c]);
         }
     }
-    t
 }
 
 /// Tile side.
 const T: usize = 8;
 
 /// The whole 8×8 tiles, portable: fixed sizes let the compiler unroll them.
-fn tiles<E: Copy + Default>(a: &[E], t: &mut [E], rows: usize, cols: usize) {
+fn tiles<E: Copy + Default>(a: &[E], t: &mut [MaybeUninit<E>], rows: usize, cols: usize) {
     for r0 in (0..rows / T * T).step_by(T) {
         for c0 in (0..cols / T * T).step_by(T) {
             let mut tile = [[E::default(); T]; T];
@@ -40,9 +62,9 @@ fn tiles<E: Copy + Default>(a: &[E], t: &mut [E], rows: usize, cols: usize) {
                 row.copy_from_slice(&a[(r0 + k) * cols + c0..][..T]);
             }
             for c in 0..T {
-                let out: &mut [E; T] = (&mut t[(c0 + c) * rows + r0..][..T]).try_into().expect("8 values");
+                let out = &mut t[(c0 + c) * rows + r0..][..T];
                 for k in 0..T {
-                    out[k] = tile[k][c];
+                    out[k] = MaybeUninit::new(tile[k][c]);
                 }
             }
         }
@@ -118,7 +140,7 @@ unsafe fn tile_avx(src: *const f32, src_stride: usize, dst: *mut f32, dst_stride
 
 #[cfg(test)]
 mod tests {
-    use super::transpose;
+    use super::{transpose, transpose_into};
 
     #[test]
     fn transpose_handles_ragged_edges() {
@@ -143,5 +165,13 @@ mod tests {
                 assert_eq!(t[j * 16 + i], a[i * 24 + j]);
             }
         }
+    }
+
+    #[test]
+    fn transpose_into_overwrites_the_buffer_with_the_same_result() {
+        let a: Vec<f32> = (0..9 * 33).map(|i| i as f32 * 0.5).collect();
+        let mut out = vec![f32::NAN; a.len()];
+        transpose_into(&a, 9, 33, &mut out);
+        assert_eq!(out, transpose(&a, 9, 33));
     }
 }

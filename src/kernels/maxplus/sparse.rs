@@ -12,7 +12,7 @@
 use rayon::prelude::*;
 
 use super::NONE;
-use crate::kernels::transpose;
+use crate::kernels::{transpose, transpose_into};
 
 /// The sparsity pattern of a `[n_out, n_in]` weight matrix, row by row.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -108,7 +108,7 @@ pub fn forward(
         let xt = transpose(x, batch, n_in);
         if (csr.nnz() + n_out) * batch < PAR_MIN_WORK {
             rows_max(csr, &xt, values, bias, batch, 0, &mut best, arg);
-            return y.copy_from_slice(&transpose(&best, n_out, batch));
+            return transpose_into(&best, n_out, batch, y);
         }
         let rows = n_out.div_ceil(rayon::current_num_threads() * 4).max(1);
         best.par_chunks_mut(rows * batch)
@@ -126,7 +126,7 @@ pub fn forward(
             }
         }
     }
-    y.copy_from_slice(&transpose(&best, n_out, batch));
+    transpose_into(&best, n_out, batch, y);
 }
 
 simd_dispatch! {
