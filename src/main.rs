@@ -200,13 +200,8 @@ fn reproduce_cifar(a: CifarArgs) -> Result<()> {
         a.out.display()
     );
     let results = cifar::reproduce(&protocol, &data, &a.out)?;
-    println!("\nTest accuracy (%), mean ± std over {} seed(s), C = {}:\n", a.seeds, a.channels);
-    println!("{}", results.table_md());
-    println!(
-        "wall time {:.0} s (summed over the commands that wrote these results); results, tables and plots in {}",
-        results.wall_seconds,
-        a.out.display()
-    );
+    let title = format!("Test accuracy (%), mean ± std over {} seed(s), C = {}", a.seeds, a.channels);
+    print_report(&title, &results.table_md(), results.wall_seconds, &a.out);
     Ok(())
 }
 
@@ -374,15 +369,19 @@ fn reproduce_mtat(a: MtatArgs) -> Result<()> {
         a.out.display()
     );
     let results = mtat::reproduce(&protocol, &data, &a.out)?;
-    println!("\nTest metrics, mean ± std over {} seed(s), C = {}:\n", a.seeds, a.channels);
-    println!("{}", results.table_md());
-    println!(
-        "wall time {:.0} s (summed over the commands that wrote these results); results, tables and convergence \
-         figure in {}",
-        results.wall_seconds,
-        a.out.display()
-    );
+    let title = format!("Test metrics, mean ± std over {} seed(s), C = {}", a.seeds, a.channels);
+    print_report(&title, &results.table_md(), results.wall_seconds, &a.out);
     Ok(())
+}
+
+/// The end of a reproduction: its tables, its wall time and where it wrote.
+fn print_report(title: &str, tables: &str, wall_seconds: f64, out: &std::path::Path) {
+    println!("\n{title}:\n\n{tables}");
+    println!(
+        "wall time {wall_seconds:.0} s (summed over the commands that wrote these results); results, tables and \
+         figures in {}",
+        out.display()
+    );
 }
 
 fn main() -> Result<()> {

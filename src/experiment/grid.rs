@@ -8,6 +8,10 @@ use std::sync::Mutex;
 
 use anyhow::{Context, Result, anyhow};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use serde::Serialize;
+
+use super::run_dir::{RunDir, earlier_wall_seconds};
+use crate::models::HeadKind;
 
 /// How to spread runs over the machine's cores.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -94,4 +98,29 @@ pub fn run_grid<T: Sync, R: Send>(
         return Err(e);
     }
     Ok(results.into_inner().expect("lock").into_iter().map(|r| r.expect("every task ran")).collect())
+}
+
+/// Every head × seed of a reproduction through [`run_grid`], each run in its
+/// own resumable folder `out/runs/<head>-seed<seed>`. Returns the runs in
+/// (head, seed) order and the wall time spent on `out` so far: this
+/// command's plus what an earlier `results.json` of the same `protocol`
+/// records (see [`earlier_wall_seconds`]).
+pub fn run_heads_and_seeds<R: Send>(
+    heads: &[String],
+    seeds: &[u64],
+    par: Parallelism,
+    out: &std::path::Path,
+    protocol: &impl Serialize,
+    run: impl Fn(HeadKind, u64, &RunDir, &ProgressBar) -> Result<R> + Sync,
+) -> Result<(Vec<R>, f64)> {
+    let t0 = std::time::Instant::now();
+    let heads: Vec<HeadKind> = heads.iter().map(|h| h.parse()).collect::<Result<_>>()?;
+    let tasks: Vec<(HeadKind, u64)> = heads.iter().flat_map(|&h| seeds.iter().map(move |&s| (h, s))).collect();
+    let runs = run_grid(
+        &tasks,
+        par,
+        |(h, s)| format!("{h} seed {s}"),
+        |&(h, s), bar| run(h, s, &RunDir::new(&out.join("runs").join(format!("{h}-seed{s}")))?, bar),
+    )?;
+    Ok((runs, earlier_wall_seconds(out, protocol) + t0.elapsed().as_secs_f64()))
 }

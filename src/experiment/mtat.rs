@@ -337,20 +337,10 @@ pub fn parse_epochs(s: &str) -> Result<Vec<usize>> {
 
 /// Train, test and prune every head × seed; reports into `out`.
 pub fn reproduce(p: &MtatProtocol, data: &Mtat, out: &std::path::Path) -> Result<super::mtat_report::MtatResults> {
-    let t0 = Instant::now();
-    let heads: Vec<HeadKind> = p.heads.iter().map(|h| h.parse()).collect::<Result<_>>()?;
-    let tasks: Vec<(HeadKind, u64)> = heads.iter().flat_map(|&h| p.seeds.iter().map(move |&s| (h, s))).collect();
     let par = super::grid::Parallelism { jobs: p.jobs, threads_per_job: p.threads_per_job };
-    let runs = super::grid::run_grid(
-        &tasks,
-        par,
-        |(h, s)| format!("{h} seed {s}"),
-        |&(h, s), bar| {
-            let dir = RunDir::new(&out.join("runs").join(format!("{h}-seed{s}")))?;
-            run(p, data, h, s, &dir, bar)
-        },
-    )?;
-    let wall = super::run_dir::earlier_wall_seconds(out, p) + t0.elapsed().as_secs_f64();
+    let (runs, wall) = super::grid::run_heads_and_seeds(&p.heads, &p.seeds, par, out, p, |h, s, dir, bar| {
+        run(p, data, h, s, dir, bar)
+    })?;
     let results = super::mtat_report::MtatResults::from_runs(p.clone(), &runs, wall);
     results.write(out)?;
     Ok(results)

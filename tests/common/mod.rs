@@ -1,5 +1,6 @@
 //! Helpers for tests that compare against the PyTorch reference fixtures in
-//! `../shared/fixtures/torch/` (override with `MORPHGRAD_FIXTURES`).
+//! `../shared/fixtures/torch/` (override with `MORPHGRAD_FIXTURES`), and for
+//! tests that run the `morphgrad` binary.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -65,4 +66,30 @@ pub fn assert_close(what: &str, actual: &ArrayD<f32>, expected: &ArrayD<f32>, at
         actual.iter().nth(at).unwrap(),
         expected.iter().nth(at).unwrap()
     );
+}
+
+/// The `morphgrad` binary of this build.
+pub fn bin() -> std::process::Command {
+    std::process::Command::new(env!("CARGO_BIN_EXE_morphgrad"))
+}
+
+/// A fresh, empty temporary folder private to this test binary and process.
+pub fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("morphgrad-{}-{name}-{}", env!("CARGO_CRATE_NAME"), std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Run `cmd`, assert it succeeded, and return its stdout and stderr.
+pub fn run_ok(cmd: &mut std::process::Command) -> String {
+    let out = cmd.output().expect("binary runs");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "command failed:\n{text}");
+    text
+}
+
+/// The `results.json` a reproduction wrote into `dir`.
+pub fn results(dir: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("results.json")).unwrap()).unwrap()
 }
