@@ -1,6 +1,8 @@
-//! Out-of-place matrix transpose, in 8×8 tiles: small enough that the 8
-//! source and 8 destination lines of a tile stay in L1 even when the row
-//! strides alias to the same cache sets.
+//! Out-of-place matrix transpose in square tiles held in registers:
+//! 16×16 with AVX-512, 8×8 with AVX or portable code, element by element at
+//! the ragged edges. A tile of 4-byte elements reads whole 64-byte source
+//! lines and writes whole destination lines, so every line is touched once
+//! however the row strides alias in the cache.
 
 use std::mem::MaybeUninit;
 
@@ -30,39 +32,57 @@ pub fn transpose_into<E: Copy + Default>(a: &[E], rows: usize, cols: usize, out:
 fn transpose_uninit<E: Copy + Default>(a: &[E], rows: usize, cols: usize, out: &mut [MaybeUninit<E>]) {
     assert_eq!(a.len(), rows * cols, "transpose: {} values for {rows}×{cols}", a.len());
     assert_eq!(out.len(), a.len());
-    let (full_r, full_c) = (rows / T * T, cols / T * T);
+    // Three nested regions: [0, r16)×[0, c16) in 16-tiles (AVX-512 only),
+    // the rest of [0, r8)×[0, c8) in 8-tiles, the rest element by element.
+    let (r8, c8) = (rows / T * T, cols / T * T);
+    #[allow(unused_mut)]
+    let (mut r16, mut c16) = (0, 0);
+    #[cfg(target_arch = "x86_64")]
+    if size_of::<E>() == 4 && std::is_x86_feature_detected!("avx512f") {
+        (r16, c16) = (rows / T16 * T16, cols / T16 * T16);
+        // SAFETY: AVX-512F was detected; E is 4 bytes wide and both buffers hold rows·cols elements.
+        unsafe { tiles_avx512(a.as_ptr().cast(), out.as_mut_ptr().cast(), rows, cols, r16, c16) };
+    }
+    let eights = [(0..r8, c16..c8), (r16..r8, 0..c16)];
     #[cfg(target_arch = "x86_64")]
     if size_of::<E>() == 4 && std::is_x86_feature_detected!("avx") {
-        // SAFETY: AVX was detected; E is 4 bytes wide and both buffers hold rows·cols elements.
-        unsafe { tiles_avx(a.as_ptr().cast(), out.as_mut_ptr().cast(), rows, cols) };
+        for (rs, cs) in eights {
+            // SAFETY: AVX was detected; E is 4 bytes wide and both buffers hold rows·cols elements.
+            unsafe { tiles_avx(a.as_ptr().cast(), out.as_mut_ptr().cast(), rows, cols, rs, cs) };
+        }
     } else {
-        tiles(a, out, rows, cols);
+        eights.into_iter().for_each(|(rs, cs)| tiles(a, out, rows, cols, rs, cs));
     }
     #[cfg(not(target_arch = "x86_64"))]
-    tiles(a, out, rows, cols);
+    eights.into_iter().for_each(|(rs, cs)| tiles(a, out, rows, cols, rs, cs));
     // The ragged right and bottom edges, one element at a time: with the
-    // tiles (every r < full_r, c < full_c) that is every element.
+    // tiles (every r < r8, c < c8) that is every element.
     for r in 0..rows {
-        let c_start = if r < full_r { full_c } else { 0 };
+        let c_start = if r < r8 { c8 } else { 0 };
         for c in c_start..cols {
             out[c * rows + r] = MaybeUninit::new(a[r * cols + c]);
         }
     }
 }
 
-/// Tile side.
+/// Small tile side.
 const T: usize = 8;
+/// AVX-512 tile side.
+const T16: usize = 16;
 
-/// The whole 8×8 tiles, portable: fixed sizes let the compiler unroll them.
-fn tiles<E: Copy + Default>(a: &[E], t: &mut [MaybeUninit<E>], rows: usize, cols: usize) {
-    for r0 in (0..rows / T * T).step_by(T) {
-        for c0 in (0..cols / T * T).step_by(T) {
+type Span = std::ops::Range<usize>;
+
+/// The 8×8 tiles with corners in `rows × cols`, portable: fixed sizes let
+/// the compiler unroll them.
+fn tiles<E: Copy + Default>(a: &[E], t: &mut [MaybeUninit<E>], n_rows: usize, n_cols: usize, rows: Span, cols: Span) {
+    for r0 in rows.step_by(T) {
+        for c0 in cols.clone().step_by(T) {
             let mut tile = [[E::default(); T]; T];
             for (k, row) in tile.iter_mut().enumerate() {
-                row.copy_from_slice(&a[(r0 + k) * cols + c0..][..T]);
+                row.copy_from_slice(&a[(r0 + k) * n_cols + c0..][..T]);
             }
             for c in 0..T {
-                let out = &mut t[(c0 + c) * rows + r0..][..T];
+                let out = &mut t[(c0 + c) * n_rows + r0..][..T];
                 for k in 0..T {
                     out[k] = MaybeUninit::new(tile[k][c]);
                 }
@@ -71,17 +91,18 @@ fn tiles<E: Copy + Default>(a: &[E], t: &mut [MaybeUninit<E>], rows: usize, cols
     }
 }
 
-/// The whole 8×8 tiles with AVX shuffles.
+/// The 8×8 tiles with corners in `rows × cols`, with AVX shuffles.
 ///
 /// # Safety
-/// AVX must be available; `a` and `t` must hold `rows·cols` elements.
+/// AVX must be available; `a` and `t` must hold `n_rows·n_cols` elements and
+/// the tiles must lie inside.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx")]
-unsafe fn tiles_avx(a: *const f32, t: *mut f32, rows: usize, cols: usize) {
-    for r0 in (0..rows / T * T).step_by(T) {
-        for c0 in (0..cols / T * T).step_by(T) {
+unsafe fn tiles_avx(a: *const f32, t: *mut f32, n_rows: usize, n_cols: usize, rows: Span, cols: Span) {
+    for r0 in rows.step_by(T) {
+        for c0 in cols.clone().step_by(T) {
             // SAFETY: the tile's 8 rows of 8 elements lie inside both buffers.
-            unsafe { tile_avx(a.add(r0 * cols + c0), cols, t.add(c0 * rows + r0), rows) };
+            unsafe { tile_avx(a.add(r0 * n_cols + c0), n_cols, t.add(c0 * n_rows + r0), n_rows) };
         }
     }
 }
@@ -138,13 +159,79 @@ unsafe fn tile_avx(src: *const f32, src_stride: usize, dst: *mut f32, dst_stride
     }
 }
 
+/// The 16×16 tiles of `[0, r16) × [0, c16)`.
+///
+/// # Safety
+/// AVX-512F must be available; `a` and `t` must hold `n_rows·n_cols` elements,
+/// `r16 ≤ n_rows`, `c16 ≤ n_cols`, both multiples of 16.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn tiles_avx512(a: *const f32, t: *mut f32, n_rows: usize, n_cols: usize, r16: usize, c16: usize) {
+    for r0 in (0..r16).step_by(T16) {
+        for c0 in (0..c16).step_by(T16) {
+            // SAFETY: the tile's 16 rows of 16 elements lie inside both buffers.
+            unsafe { tile_avx512(a.add(r0 * n_cols + c0), n_cols, t.add(c0 * n_rows + r0), n_rows) };
+        }
+    }
+}
+
+/// One 16×16 tile: 16 loads, four rounds of 16 shuffles, 16 stores.
+/// Rounds 1–2 transpose the 4×4 blocks inside each 128-bit lane (as in
+/// [`tile_avx`]); rounds 3–4 move the lanes, so that output row `4L + e`
+/// gathers lane `L` of the four round-2 registers holding column `e` of
+/// each 4-row group.
+///
+/// # Safety
+/// AVX-512F must be available; `src + k·src_stride + [0, 16)` and
+/// `dst + k·dst_stride + [0, 16)` must be valid for k in 0..16.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn tile_avx512(src: *const f32, src_stride: usize, dst: *mut f32, dst_stride: usize) {
+    use std::arch::x86_64::*;
+    // SAFETY: the caller guarantees the 16 source rows are readable.
+    let r: [__m512; 16] = std::array::from_fn(|k| unsafe { _mm512_loadu_ps(src.add(k * src_stride)) });
+    // Round 1, row pairs: per lane [a0 b0 a1 b1] (even k) or [a2 b2 a3 b3] (odd k).
+    let t: [__m512; 16] = std::array::from_fn(|k| {
+        let (a, b) = (r[k & !1], r[k | 1]);
+        if k % 2 == 0 { _mm512_unpacklo_ps(a, b) } else { _mm512_unpackhi_ps(a, b) }
+    });
+    // Round 2, per 4-row group g: u[4g + e] holds, in lane L, column 4L + e
+    // of rows 4g..4g+4.
+    let u: [__m512; 16] = std::array::from_fn(|k| {
+        let (g, e) = (k / 4 * 4, k % 4);
+        let (a, b) = (_mm512_castps_pd(t[g + e / 2]), _mm512_castps_pd(t[g + e / 2 + 2]));
+        _mm512_castpd_ps(if e % 2 == 0 { _mm512_unpacklo_pd(a, b) } else { _mm512_unpackhi_pd(a, b) })
+    });
+    for e in 0..4 {
+        // Round 3: lanes 0–1 (p0, q0) and 2–3 (p1, q1) of the groups 0–1 and 2–3.
+        let p0 = _mm512_shuffle_f32x4::<0x44>(u[e], u[4 + e]);
+        let p1 = _mm512_shuffle_f32x4::<0xEE>(u[e], u[4 + e]);
+        let q0 = _mm512_shuffle_f32x4::<0x44>(u[8 + e], u[12 + e]);
+        let q1 = _mm512_shuffle_f32x4::<0xEE>(u[8 + e], u[12 + e]);
+        // Round 4: output row 4L + e = lane L of u[e], u[4+e], u[8+e], u[12+e].
+        let rows = [
+            _mm512_shuffle_f32x4::<0x88>(p0, q0),
+            _mm512_shuffle_f32x4::<0xDD>(p0, q0),
+            _mm512_shuffle_f32x4::<0x88>(p1, q1),
+            _mm512_shuffle_f32x4::<0xDD>(p1, q1),
+        ];
+        for (l, v) in rows.into_iter().enumerate() {
+            // SAFETY: the caller guarantees the 16 destination rows are writable.
+            unsafe { _mm512_storeu_ps(dst.add((4 * l + e) * dst_stride), v) };
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::{transpose, transpose_into};
 
     #[test]
     fn transpose_handles_ragged_edges() {
-        for (r, c) in [(1, 1), (3, 17), (16, 8), (9, 33), (64, 512), (40, 24)] {
+        // Shapes mixing 16-tiles, 8-tiles and ragged edges in both directions.
+        for (r, c) in [(1, 1), (3, 17), (16, 8), (9, 33), (64, 512), (512, 64), (40, 24), (24, 40), (33, 50), (48, 17)]
+        {
             let a: Vec<f32> = (0..r * c).map(|i| i as f32).collect();
             let t = transpose(&a, r, c);
             for i in 0..r {
