@@ -90,26 +90,87 @@ proptest! {
 
     #[test]
     fn sparse_kernel_equals_dense_kernel_on_the_masked_matrix(p in problem()) {
-        let bias: Vec<f32> = p.bias.clone().unwrap_or_else(|| vec![0.5; p.d.n_out]);
-        let dense = ArrayD::from_shape_vec(IxDyn(&[p.d.n_out, p.d.n_in]), p.w.clone()).unwrap();
-        let sw = SparseWeight::from_dense(&dense).unwrap();
-        let x = Tensor::param(ArrayD::from_shape_vec(IxDyn(&[p.d.batch, p.d.n_in]), p.x.clone()).unwrap());
-        let (wd, bd) = (Tensor::param(dense), Tensor::param(ArrayD::from_shape_vec(IxDyn(&[p.d.n_out]), bias.clone()).unwrap()));
-        let bs = Tensor::param(bd.value().clone());
-        let y_dense = ops::maxplus(&x, &wd, Some(&bd));
-        let y_sparse = ops::sparse_maxplus(&x, &sw.pattern, &sw.values, &bs);
-        prop_assert_eq!(bits(y_sparse.data()), bits(y_dense.data()));
-        // Values with full mantissas, so sums taken in another order than the
-        // dense kernel's would round differently and fail the bit comparison.
-        let g: ArrayD<f32> = ArrayD::from_shape_fn(IxDyn(&[p.d.batch, p.d.n_out]), |i| {
-            ((i[0] * 7919 + i[1] * 104_729) % 1000) as f32 * 1.37e-3 - 0.6137
-        });
-        let gd = y_dense.backward_with(g.clone());
-        let gs = y_sparse.backward_with(g);
-        prop_assert_eq!(gs.get(&x).unwrap(), gd.get(&x).unwrap());
-        prop_assert_eq!(gs.get(&bs).unwrap(), gd.get(&bd).unwrap());
-        prop_assert_eq!(&sw.dense_grad(gs.get(&sw.values).unwrap()), gd.get(&wd).unwrap());
+        sparse_equals_dense(&p)?;
     }
+}
+
+/// The sparse layer built from `p`'s `-∞` pattern gives the dense layer's
+/// outputs and gradients, bit for bit.
+fn sparse_equals_dense(p: &Problem) -> Result<(), TestCaseError> {
+    sparse_equals_dense_with(p, false)
+}
+
+/// [`sparse_equals_dense`], optionally with the first stored weight set to
+/// `-∞` in both layers (stored, so still an entry of the sparse pattern).
+fn sparse_equals_dense_with(p: &Problem, first_stored_minus_inf: bool) -> Result<(), TestCaseError> {
+    let bias: Vec<f32> = p.bias.clone().unwrap_or_else(|| vec![0.5; p.d.n_out]);
+    let mut dense = ArrayD::from_shape_vec(IxDyn(&[p.d.n_out, p.d.n_in]), p.w.clone()).unwrap();
+    let mut sw = SparseWeight::from_dense(&dense).unwrap();
+    if first_stored_minus_inf {
+        *dense.iter_mut().find(|v| v.is_finite()).expect("an active weight") = f32::NEG_INFINITY;
+        let mut v = sw.values.value().clone();
+        v.as_slice_mut().unwrap()[0] = f32::NEG_INFINITY;
+        sw.values = Tensor::param(v);
+    }
+    let x = Tensor::param(ArrayD::from_shape_vec(IxDyn(&[p.d.batch, p.d.n_in]), p.x.clone()).unwrap());
+    let (wd, bd) =
+        (Tensor::param(dense), Tensor::param(ArrayD::from_shape_vec(IxDyn(&[p.d.n_out]), bias.clone()).unwrap()));
+    let bs = Tensor::param(bd.value().clone());
+    let y_dense = ops::maxplus(&x, &wd, Some(&bd));
+    let y_sparse = ops::sparse_maxplus(&x, &sw.pattern, &sw.values, &bs);
+    prop_assert_eq!(bits(y_sparse.data()), bits(y_dense.data()));
+    // Values with full mantissas, so sums taken in another order than the
+    // dense kernel's would round differently and fail the bit comparison.
+    let g: ArrayD<f32> = ArrayD::from_shape_fn(IxDyn(&[p.d.batch, p.d.n_out]), |i| {
+        ((i[0] * 7919 + i[1] * 104_729) % 1000) as f32 * 1.37e-3 - 0.6137
+    });
+    let gd = y_dense.backward_with(g.clone());
+    let gs = y_sparse.backward_with(g);
+    prop_assert_eq!(bits(gs.get(&x).unwrap().as_slice().unwrap()), bits(gd.get(&x).unwrap().as_slice().unwrap()));
+    prop_assert_eq!(gs.get(&bs).unwrap(), gd.get(&bd).unwrap());
+    prop_assert_eq!(&sw.dense_grad(gs.get(&sw.values).unwrap()), gd.get(&wd).unwrap());
+    Ok(())
+}
+
+/// A layer big enough for the sparse kernels to split the batch into
+/// chunks run in parallel (batch not a multiple of the chunk or the vector
+/// width, outputs not a multiple of the row blocks), ~1 % dense.
+fn big_sparse_problem(seed: u64) -> Problem {
+    let d = Dims { batch: 301, n_in: 700, n_out: 531 };
+    let mut s = seed | 1;
+    let mut next = move || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        (s % 1_000_000) as f32 * 1e-5 - 5.0
+    };
+    let x = (0..d.batch * d.n_in).map(|_| next()).collect();
+    let w = (0..d.n_out * d.n_in)
+        .map(|_| {
+            let v = next();
+            if v < -4.9 { v } else { f32::NEG_INFINITY }
+        })
+        .collect();
+    let bias = Some((0..d.n_out).map(|_| next()).collect());
+    Problem { d, x, w, bias }
+}
+
+#[test]
+fn sparse_kernel_equals_dense_kernel_on_a_layer_split_across_threads() {
+    let p = big_sparse_problem(7);
+    let active = p.w.iter().filter(|v| v.is_finite()).count();
+    assert!((active + p.d.n_out) * p.d.batch > 1 << 20, "{active} entries: too few to run in parallel");
+    sparse_equals_dense(&p).unwrap();
+}
+
+#[test]
+fn sparse_kernel_equals_dense_kernel_on_its_exact_path() {
+    // A stored weight of -inf is not finite: the sparse kernel takes its
+    // one-output-at-a-time path, which must agree with the dense layer too.
+    let mut p = big_sparse_problem(11);
+    p.d = Dims { batch: 37, ..p.d };
+    p.x.truncate(37 * p.d.n_in);
+    sparse_equals_dense_with(&p, true).unwrap();
 }
 
 #[test]
@@ -146,8 +207,9 @@ fn sparse_rows_without_entries_output_their_bias() {
     let csr = Csr::from_fn(3, 4, |j, i| j == 1 && i == 2);
     let x = [1.0, 2.0, 3.0, 4.0];
     let mut y = [0.0; 3];
-    maxplus::sparse::forward(&csr, 1, &x, &[10.0], &[-1.0, -2.0, -3.0], &mut y, None);
+    let winners = maxplus::sparse::forward(&csr, 1, &x, &[10.0], &[-1.0, -2.0, -3.0], &mut y, true);
     assert_eq!(y, [-1.0, 13.0, -3.0]);
+    assert_eq!(winners.by_row(), &[maxplus::NONE, 0, maxplus::NONE]);
 }
 
 #[test]

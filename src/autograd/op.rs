@@ -81,14 +81,14 @@ pub enum Op {
         bias: Option<Tensor>,
         winners: Vec<u32>,
     },
-    /// Sparse max-plus; `winners` holds entry indices into `values`, transposed to `[out, N]` (or
+    /// Sparse max-plus; `winners` holds entry indices into `values` (or
     /// `kernels::maxplus::NONE` for the bias).
     SparseMaxPlus {
         x: Tensor,
         pattern: Arc<Csr>,
         values: Tensor,
         bias: Tensor,
-        winners: Vec<u32>,
+        winners: crate::kernels::maxplus::sparse::Winners,
     },
 }
 

@@ -13,7 +13,7 @@ pub fn transpose<E: Copy + Default>(a: &[E], rows: usize, cols: usize) -> Vec<E>
     // Written once, element by element, so not zero-filled first (a fill
     // would be a third of the cost of the transpose).
     let mut t: Vec<E> = Vec::with_capacity(a.len());
-    transpose_uninit(a, rows, cols, &mut t.spare_capacity_mut()[..a.len()]);
+    transpose_uninit(a, rows, cols, cols, &mut t.spare_capacity_mut()[..a.len()], rows);
     // SAFETY: `transpose_uninit` initialised all rows·cols = a.len() elements.
     unsafe { t.set_len(a.len()) };
     t
@@ -25,13 +25,47 @@ pub fn transpose_into<E: Copy + Default>(a: &[E], rows: usize, cols: usize, out:
     // SAFETY: `E` and `MaybeUninit<E>` have the same layout, and only initialised
     // values are written through the view, so `out` stays initialised.
     let view = unsafe { &mut *(out as *mut [E] as *mut [MaybeUninit<E>]) };
-    transpose_uninit(a, rows, cols, view);
+    transpose_uninit(a, rows, cols, cols, view, rows);
 }
 
-/// Write every element of `aᵀ` into `out` (`rows·cols` slots).
-fn transpose_uninit<E: Copy + Default>(a: &[E], rows: usize, cols: usize, out: &mut [MaybeUninit<E>]) {
-    assert_eq!(a.len(), rows * cols, "transpose: {} values for {rows}×{cols}", a.len());
-    assert_eq!(out.len(), a.len());
+/// A `rows × cols` block of a row-major matrix with `a_stride` columns,
+/// transposed into the first `rows` columns of one with `out_stride`
+/// columns: `out[c·out_stride + r] = a[r·a_stride + c]`; nothing else in
+/// `out` is touched. For moving a block of results between a batch-major
+/// and a feature-major matrix.
+pub fn transpose_block_into<E: Copy + Default>(
+    a: &[E],
+    rows: usize,
+    cols: usize,
+    a_stride: usize,
+    out: &mut [E],
+    out_stride: usize,
+) {
+    assert!(
+        rows <= out_stride && (cols == 0 || out.len() >= (cols - 1) * out_stride + rows),
+        "transpose_block_into: a {rows}×{cols} block does not fit {} slots of stride {out_stride}",
+        out.len()
+    );
+    // SAFETY: as in `transpose_into`.
+    let view = unsafe { &mut *(out as *mut [E] as *mut [MaybeUninit<E>]) };
+    transpose_uninit(a, rows, cols, a_stride, view, out_stride);
+}
+
+/// `out[c·out_stride + r] = a[r·a_stride + c]` for every `r < rows`, `c < cols`.
+fn transpose_uninit<E: Copy + Default>(
+    a: &[E],
+    rows: usize,
+    cols: usize,
+    a_stride: usize,
+    out: &mut [MaybeUninit<E>],
+    out_stride: usize,
+) {
+    assert!(
+        cols <= a_stride && (rows == 0 || a.len() >= (rows - 1) * a_stride + cols),
+        "transpose: {} values for {rows}×{cols} of stride {a_stride}",
+        a.len()
+    );
+    assert!(rows <= out_stride && (cols == 0 || out.len() >= (cols - 1) * out_stride + rows));
     // Three nested regions: [0, r16)×[0, c16) in 16-tiles (AVX-512 only),
     // the rest of [0, r8)×[0, c8) in 8-tiles, the rest element by element.
     let (r8, c8) = (rows / T * T, cols / T * T);
@@ -40,27 +74,27 @@ fn transpose_uninit<E: Copy + Default>(a: &[E], rows: usize, cols: usize, out: &
     #[cfg(target_arch = "x86_64")]
     if size_of::<E>() == 4 && std::is_x86_feature_detected!("avx512f") {
         (r16, c16) = (rows / T16 * T16, cols / T16 * T16);
-        // SAFETY: AVX-512F was detected; E is 4 bytes wide and both buffers hold rows·cols elements.
-        unsafe { tiles_avx512(a.as_ptr().cast(), out.as_mut_ptr().cast(), rows, cols, r16, c16) };
+        // SAFETY: AVX-512F was detected; E is 4 bytes wide and both buffers hold the tiles.
+        unsafe { tiles_avx512(a.as_ptr().cast(), out.as_mut_ptr().cast(), out_stride, a_stride, r16, c16) };
     }
     let eights = [(0..r8, c16..c8), (r16..r8, 0..c16)];
     #[cfg(target_arch = "x86_64")]
     if size_of::<E>() == 4 && std::is_x86_feature_detected!("avx") {
         for (rs, cs) in eights {
-            // SAFETY: AVX was detected; E is 4 bytes wide and both buffers hold rows·cols elements.
-            unsafe { tiles_avx(a.as_ptr().cast(), out.as_mut_ptr().cast(), rows, cols, rs, cs) };
+            // SAFETY: AVX was detected; E is 4 bytes wide and both buffers hold the tiles.
+            unsafe { tiles_avx(a.as_ptr().cast(), out.as_mut_ptr().cast(), out_stride, a_stride, rs, cs) };
         }
     } else {
-        eights.into_iter().for_each(|(rs, cs)| tiles(a, out, rows, cols, rs, cs));
+        eights.into_iter().for_each(|(rs, cs)| tiles(a, out, out_stride, a_stride, rs, cs));
     }
     #[cfg(not(target_arch = "x86_64"))]
-    eights.into_iter().for_each(|(rs, cs)| tiles(a, out, rows, cols, rs, cs));
+    eights.into_iter().for_each(|(rs, cs)| tiles(a, out, out_stride, a_stride, rs, cs));
     // The ragged right and bottom edges, one element at a time: with the
     // tiles (every r < r8, c < c8) that is every element.
     for r in 0..rows {
         let c_start = if r < r8 { c8 } else { 0 };
         for c in c_start..cols {
-            out[c * rows + r] = MaybeUninit::new(a[r * cols + c]);
+            out[c * out_stride + r] = MaybeUninit::new(a[r * a_stride + c]);
         }
     }
 }
@@ -74,15 +108,22 @@ type Span = std::ops::Range<usize>;
 
 /// The 8×8 tiles with corners in `rows × cols`, portable: fixed sizes let
 /// the compiler unroll them.
-fn tiles<E: Copy + Default>(a: &[E], t: &mut [MaybeUninit<E>], n_rows: usize, n_cols: usize, rows: Span, cols: Span) {
+fn tiles<E: Copy + Default>(
+    a: &[E],
+    t: &mut [MaybeUninit<E>],
+    dst_stride: usize,
+    src_stride: usize,
+    rows: Span,
+    cols: Span,
+) {
     for r0 in rows.step_by(T) {
         for c0 in cols.clone().step_by(T) {
             let mut tile = [[E::default(); T]; T];
             for (k, row) in tile.iter_mut().enumerate() {
-                row.copy_from_slice(&a[(r0 + k) * n_cols + c0..][..T]);
+                row.copy_from_slice(&a[(r0 + k) * src_stride + c0..][..T]);
             }
             for c in 0..T {
-                let out = &mut t[(c0 + c) * n_rows + r0..][..T];
+                let out = &mut t[(c0 + c) * dst_stride + r0..][..T];
                 for k in 0..T {
                     out[k] = MaybeUninit::new(tile[k][c]);
                 }
@@ -94,15 +135,15 @@ fn tiles<E: Copy + Default>(a: &[E], t: &mut [MaybeUninit<E>], n_rows: usize, n_
 /// The 8×8 tiles with corners in `rows × cols`, with AVX shuffles.
 ///
 /// # Safety
-/// AVX must be available; `a` and `t` must hold `n_rows·n_cols` elements and
-/// the tiles must lie inside.
+/// AVX must be available; the tiles must lie inside `a` (`src_stride` columns)
+/// and `t` (`dst_stride` columns).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx")]
-unsafe fn tiles_avx(a: *const f32, t: *mut f32, n_rows: usize, n_cols: usize, rows: Span, cols: Span) {
+unsafe fn tiles_avx(a: *const f32, t: *mut f32, dst_stride: usize, src_stride: usize, rows: Span, cols: Span) {
     for r0 in rows.step_by(T) {
         for c0 in cols.clone().step_by(T) {
             // SAFETY: the tile's 8 rows of 8 elements lie inside both buffers.
-            unsafe { tile_avx(a.add(r0 * n_cols + c0), n_cols, t.add(c0 * n_rows + r0), n_rows) };
+            unsafe { tile_avx(a.add(r0 * src_stride + c0), src_stride, t.add(c0 * dst_stride + r0), dst_stride) };
         }
     }
 }
@@ -162,15 +203,15 @@ unsafe fn tile_avx(src: *const f32, src_stride: usize, dst: *mut f32, dst_stride
 /// The 16×16 tiles of `[0, r16) × [0, c16)`.
 ///
 /// # Safety
-/// AVX-512F must be available; `a` and `t` must hold `n_rows·n_cols` elements,
-/// `r16 ≤ n_rows`, `c16 ≤ n_cols`, both multiples of 16.
+/// AVX-512F must be available; the tiles must lie inside `a` (`src_stride`
+/// columns) and `t` (`dst_stride` columns); `r16`, `c16` multiples of 16.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn tiles_avx512(a: *const f32, t: *mut f32, n_rows: usize, n_cols: usize, r16: usize, c16: usize) {
+unsafe fn tiles_avx512(a: *const f32, t: *mut f32, dst_stride: usize, src_stride: usize, r16: usize, c16: usize) {
     for r0 in (0..r16).step_by(T16) {
         for c0 in (0..c16).step_by(T16) {
             // SAFETY: the tile's 16 rows of 16 elements lie inside both buffers.
-            unsafe { tile_avx512(a.add(r0 * n_cols + c0), n_cols, t.add(c0 * n_rows + r0), n_rows) };
+            unsafe { tile_avx512(a.add(r0 * src_stride + c0), src_stride, t.add(c0 * dst_stride + r0), dst_stride) };
         }
     }
 }
@@ -225,7 +266,7 @@ unsafe fn tile_avx512(src: *const f32, src_stride: usize, dst: *mut f32, dst_str
 
 #[cfg(test)]
 mod tests {
-    use super::{transpose, transpose_into};
+    use super::{transpose, transpose_block_into, transpose_into};
 
     #[test]
     fn transpose_handles_ragged_edges() {
@@ -250,6 +291,21 @@ mod tests {
         for i in 0..16 {
             for j in 0..24 {
                 assert_eq!(t[j * 16 + i], a[i * 24 + j]);
+            }
+        }
+    }
+
+    #[test]
+    fn a_block_lands_in_its_columns_and_nothing_else_moves() {
+        for (r, c, a_stride, stride) in [(16, 64, 64, 512), (16, 50, 64, 16), (5, 9, 11, 7), (24, 40, 40, 30)] {
+            let a: Vec<f32> = (0..r * a_stride).map(|i| i as f32).collect();
+            let mut out = vec![-1.0f32; c * stride];
+            let at = stride - r;
+            transpose_block_into(&a, r, c, a_stride, &mut out[at..], stride);
+            for (k, &v) in out.iter().enumerate() {
+                let (row, col) = (k / stride, k % stride);
+                let want = if col >= at { a[(col - at) * a_stride + row] } else { -1.0 };
+                assert_eq!(v, want, "{r}x{c} into stride {stride}: slot ({row}, {col})");
             }
         }
     }

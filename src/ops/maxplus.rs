@@ -14,7 +14,10 @@ use std::sync::Arc;
 use ndarray::{ArrayD, IxDyn};
 
 use crate::autograd::{Op, is_recording};
-use crate::kernels::maxplus::{self, Dims, sparse::Csr};
+use crate::kernels::maxplus::{
+    self, Dims,
+    sparse::{Csr, Winners},
+};
 use crate::tensor::Tensor;
 
 /// Dense max-plus product: `x [N, in]`, `weight [out, in]` (entries may be
@@ -83,16 +86,7 @@ pub fn sparse_maxplus(x: &Tensor, pattern: &Arc<Csr>, values: &Tensor, bias: &Te
     let batch = x.shape()[0];
     let record = is_recording(&[x, values, bias]);
     let mut y = vec![0.0f32; batch * pattern.n_out];
-    let mut winners = if record { vec![0u32; y.len()] } else { Vec::new() };
-    maxplus::sparse::forward(
-        pattern,
-        batch,
-        x.data(),
-        values.data(),
-        bias.data(),
-        &mut y,
-        record.then_some(&mut winners[..]),
-    );
+    let winners = maxplus::sparse::forward(pattern, batch, x.data(), values.data(), bias.data(), &mut y, record);
     let v = ArrayD::from_shape_vec(IxDyn(&[batch, pattern.n_out]), y).expect("N*out");
     Tensor::from_op(
         v,
@@ -112,13 +106,12 @@ pub(crate) fn sparse_maxplus_backward(
     pattern: &Csr,
     values: &Tensor,
     bias: &Tensor,
-    winners: &[u32],
+    winners: &Winners,
     g: &ArrayD<f32>,
 ) -> [Option<ArrayD<f32>>; 3] {
     let (mut gx, mut gv, mut gb) = (zeros_if_needed(x), zeros_if_needed(values), zeros_if_needed(bias));
     maxplus::sparse::scatter_grads(
         pattern,
-        x.shape()[0],
         winners,
         g.as_slice().expect("std"),
         slot(&mut gx),
