@@ -224,3 +224,34 @@ fn gradcheck_away_from_ties() {
     let report = gradcheck(|t| ops::maxplus(&t[0], &t[1], Some(&t[2])), &[x, w, bias], 1e-2);
     assert!(report.max_rel_err < 1e-3, "{report}");
 }
+
+#[test]
+fn signed_zero_maxima_keep_the_first_candidates_sign_in_every_kernel() {
+    // Sums of ±0 give +0 or -0, equal as numbers but not as bits: the value
+    // must be that of the first candidate attaining the maximum, as in the
+    // scalar reference, whichever SIMD kernel runs.
+    let (batch, n_in, n_out) = (19, 37, 11);
+    let zero = |k: usize| {
+        if k % 3 == 0 {
+            -0.0f32
+        } else if k % 3 == 1 {
+            0.0
+        } else {
+            -1.0
+        }
+    };
+    let p = Problem {
+        d: Dims { batch, n_in, n_out },
+        x: (0..batch * n_in).map(|k| zero(k * 7 + k / 5)).collect(),
+        w: (0..n_out * n_in).map(|k| zero(k * 5 + k / 3)).collect(),
+        bias: Some(vec![-2.0; n_out]),
+    };
+    let (y_ref, w_ref) = run(Isa::Scalar, &p, true);
+    assert!(y_ref.iter().any(|v| v.to_bits() == (-0.0f32).to_bits()), "the case needs -0 maxima");
+    assert!(y_ref.iter().any(|v| v.to_bits() == 0), "the case needs +0 maxima");
+    for isa in Isa::available() {
+        let (y, w) = run(isa, &p, true);
+        assert_eq!(bits(&y), bits(&y_ref), "{isa:?}");
+        assert_eq!(w, w_ref, "{isa:?}");
+    }
+}
