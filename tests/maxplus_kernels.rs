@@ -255,3 +255,25 @@ fn signed_zero_maxima_keep_the_first_candidates_sign_in_every_kernel() {
         assert_eq!(w, w_ref, "{isa:?}");
     }
 }
+
+#[test]
+fn nan_or_plus_infinity_weights_in_any_row_give_the_scalar_results() {
+    // The weight matrix is checked in parallel chunks: a bad value in any
+    // of them, the last rows included, must send the whole product to the
+    // exact path.
+    let d = Dims { batch: 20, n_in: 40, n_out: 512 };
+    let x: Vec<f32> = (0..d.batch * d.n_in).map(|k| (k % 13) as f32 * 0.25 - 1.0).collect();
+    for (row, bad) in [(511, f32::NAN), (300, f32::INFINITY), (0, f32::NAN)] {
+        let mut w: Vec<f32> = (0..d.n_out * d.n_in).map(|k| (k % 17) as f32 * 0.125 - 1.0).collect();
+        w[row * d.n_in + 7] = bad;
+        let bias = vec![0.5; d.n_out];
+        let p = Problem { d, x: x.clone(), w: w.clone(), bias: Some(bias.clone()) };
+        let (y_ref, w_ref) = run(Isa::Scalar, &p, true);
+        let mut y = vec![0.0; d.batch * d.n_out];
+        let mut win = vec![0u32; y.len()];
+        maxplus::forward(d, &x, &w, Some(&bias), &mut y, Some(&mut win));
+        assert_eq!(bits(&y), bits(&y_ref), "bad weight in row {row}");
+        assert_eq!(win, w_ref, "bad weight in row {row}");
+        assert!(y[row].is_nan() || y[row] == f32::INFINITY, "row {row} sees its bad weight: {}", y[row]);
+    }
+}
