@@ -171,11 +171,8 @@ pub fn forward_with(
     let lanes = isa.lanes();
     let bp = d.batch.div_ceil(lanes) * lanes;
     let mut xp = vec![0.0f32; d.n_in * bp];
-    for (n, row) in x.chunks_exact(d.n_in).enumerate() {
-        let panel = &mut xp[(n / lanes) * d.n_in * lanes..];
-        for (i, &v) in row.iter().enumerate() {
-            panel[i * lanes + n % lanes] = v;
-        }
+    for (rows, panel) in x.chunks(lanes * d.n_in).zip(xp.chunks_exact_mut(lanes * d.n_in)) {
+        crate::kernels::transpose_block_into(rows, rows.len() / d.n_in, d.n_in, d.n_in, panel, lanes);
     }
     let out = Out { y: y.as_mut_ptr(), winners: winners.map_or(std::ptr::null_mut(), |w| w.as_mut_ptr()) };
     let k = Kernel { d, bp, x, xp: &xp, w, bias, out };
