@@ -7,7 +7,9 @@
 //! lowest column, as in the dense kernels), or [`NONE`] when the bias wins.
 //! A row with no active entry outputs its bias — the bias is mandatory.
 //! These are exactly the dense results for a weight matrix holding `-∞` at
-//! every inactive position.
+//! every inactive position, with one difference by design: a NaN input in a
+//! column that row `j` does not use never reaches `y[:, j]` (in the dense
+//! layer it does, since `NaN + -∞` is NaN).
 
 use rayon::prelude::*;
 
