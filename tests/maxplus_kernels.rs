@@ -232,7 +232,7 @@ fn signed_zero_maxima_keep_the_first_candidates_sign_in_every_kernel() {
     // scalar reference, whichever SIMD kernel runs.
     let (batch, n_in, n_out) = (19, 37, 11);
     let zero = |k: usize| {
-        if k % 3 == 0 {
+        if k.is_multiple_of(3) {
             -0.0f32
         } else if k % 3 == 1 {
             0.0

@@ -91,10 +91,10 @@ unsafe fn tile<const NJ: usize>(k: &Kernel<'_>, j: usize, nb: usize) {
         }
     }
     if !track {
-        for l in 0..(batch - nb).min(LANES) {
-            for c in 0..NJ {
+        for (c, column) in m.iter().enumerate() {
+            for (l, &v) in column[..(batch - nb).min(LANES)].iter().enumerate() {
                 // SAFETY: this task owns column j + c.
-                unsafe { k.store(nb + l, j + c, m[c][l], 0) };
+                unsafe { k.store(nb + l, j + c, v, 0) };
             }
         }
         return;

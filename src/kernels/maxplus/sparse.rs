@@ -329,7 +329,7 @@ pub fn scatter_grads(csr: &Csr, winners: &Winners, g: &[f32], gx: &mut [f32], gv
         winners.n_out == n_out && winners.by_row.len() == batch * n_out,
         "winners of another layer or not recorded"
     );
-    assert!(g.len() == batch * n_out && gx.len() % batch.max(1) == 0);
+    assert!(g.len() == batch * n_out && gx.len().is_multiple_of(batch.max(1)));
     if !gv.is_empty() || !gb.is_empty() {
         weight_and_bias_grads(csr, batch, &winners.by_row, g, gv, gb);
     }
@@ -468,7 +468,7 @@ fn weight_and_bias_grads(csr: &Csr, batch: usize, winners: &[u32], g: &[f32], gv
 /// Lane `l` of sum `e`: `Σ_n g[n, j0 + l]` over the `n` where
 /// `targets[e][l]` won, in batch order (`winners`, `g`: `[batch, stride]`).
 fn lane_sums(winners: &[u32], g: &[f32], stride: usize, j0: usize, targets: &[[u32; L]; E]) -> [[f32; L]; E] {
-    assert!(winners.len() == g.len() && winners.len() % stride == 0 && j0 + L <= stride);
+    assert!(winners.len() == g.len() && winners.len().is_multiple_of(stride) && j0 + L <= stride);
     #[cfg(target_arch = "x86_64")]
     if super::Isa::detect() == super::Isa::Avx512 {
         // SAFETY: AVX-512F is available; the bounds were checked above.
