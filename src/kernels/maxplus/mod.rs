@@ -312,31 +312,22 @@ impl Kernel<'_> {
 /// skip it). Deterministic: sums run in batch order.
 pub fn scatter_grads(d: Dims, winners: &[u32], g: &[f32], gx: &mut [f32], gw: &mut [f32], gb: &mut [f32]) {
     let n_in = d.n_in as u32;
-    // Values per rayon task: whole rows, four tasks per thread (a task per
-    // row of W cost more in scheduling than the scatter at batch 16).
-    let per_task = |rows: usize| rows.div_ceil(rayon::current_num_threads() * 4).max(1) * d.n_in.max(1);
     if !gx.is_empty() {
-        gx.par_chunks_mut(per_task(d.batch)).enumerate().for_each(|(t, rows)| {
-            let n0 = t * per_task(d.batch) / d.n_in.max(1);
-            for (n, row) in (n0..).zip(rows.chunks_exact_mut(d.n_in)) {
-                for j in 0..d.n_out {
-                    let k = winners[n * d.n_out + j];
-                    if k < n_in {
-                        row[k as usize] += g[n * d.n_out + j];
-                    }
+        rows_in_parallel(gx, d.n_in, |n, row| {
+            for j in 0..d.n_out {
+                let k = winners[n * d.n_out + j];
+                if k < n_in {
+                    row[k as usize] += g[n * d.n_out + j];
                 }
             }
         });
     }
     if !gw.is_empty() {
-        gw.par_chunks_mut(per_task(d.n_out)).enumerate().for_each(|(t, rows)| {
-            let j0 = t * per_task(d.n_out) / d.n_in.max(1);
-            for (j, row) in (j0..).zip(rows.chunks_exact_mut(d.n_in)) {
-                for n in 0..d.batch {
-                    let k = winners[n * d.n_out + j];
-                    if k < n_in {
-                        row[k as usize] += g[n * d.n_out + j];
-                    }
+        rows_in_parallel(gw, d.n_in, |j, row| {
+            for n in 0..d.batch {
+                let k = winners[n * d.n_out + j];
+                if k < n_in {
+                    row[k as usize] += g[n * d.n_out + j];
                 }
             }
         });
@@ -350,4 +341,16 @@ pub fn scatter_grads(d: Dims, winners: &[u32], g: &[f32], gx: &mut [f32], gw: &m
             }
         }
     }
+}
+
+/// `fill(r, row)` for every row of `buf` (rows of `len` values), whole rows
+/// per rayon task, four tasks per thread (a task per row of W cost more in
+/// scheduling than the scatter at batch 16).
+fn rows_in_parallel(buf: &mut [f32], len: usize, fill: impl Fn(usize, &mut [f32]) + Sync + Send) {
+    let per = (buf.len() / len).div_ceil(rayon::current_num_threads() * 4).max(1);
+    buf.par_chunks_mut(per * len).enumerate().for_each(|(t, chunk)| {
+        for (r, row) in (t * per..).zip(chunk.chunks_exact_mut(len)) {
+            fill(r, row);
+        }
+    });
 }
