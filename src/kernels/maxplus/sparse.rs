@@ -80,13 +80,15 @@ const R: usize = 16;
 const NB: usize = 256;
 
 /// Below this many candidate evaluations (entries and biases × batch) the
-/// kernels stay on the calling thread: waking another one costs more. The
-/// paper's layer (K = 1024, 512 outputs, batch 64) is ~100 000.
+/// kernels stay on the calling thread if the batch fits one chunk of [`NB`]
+/// rows: waking another thread costs more. The paper's layer (K = 1024, 512
+/// outputs, batch 64) is ~100 000.
 const PAR_MIN_WORK: usize = 1 << 20;
 
 /// The batch cut into chunks that the lanes-over-batch loops handle
-/// independently (and in parallel when the work is large): `size` rows each
-/// (a multiple of [`LANES`]), the last one possibly shorter.
+/// independently, in parallel when there are several: `size` rows each (a
+/// multiple of [`LANES`]), the last one possibly shorter. Large work is cut
+/// into at least four chunks per thread.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Chunks {
     batch: usize,
@@ -104,6 +106,7 @@ impl Chunks {
         Chunks { batch, size }
     }
 
+    /// Whether there is more than one chunk.
     fn parallel(&self) -> bool {
         self.size < self.batch
     }
@@ -129,11 +132,6 @@ pub struct Winners {
 }
 
 impl Winners {
-    /// The winner of output `(n, j)`.
-    pub fn get(&self, n: usize, j: usize) -> u32 {
-        self.by_row[n * self.n_out + j]
-    }
-
     /// All winners, `[batch, n_out]`.
     pub fn by_row(&self) -> &[u32] {
         &self.by_row
