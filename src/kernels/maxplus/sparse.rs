@@ -194,8 +194,8 @@ pub fn forward(
     let per = chunks.size * n_out;
     let (by_row, by_output) = (&mut win.by_row, &mut win.by_output);
     if chunks.parallel() {
-        let (wr, wo) = (by_row.par_chunks_mut(per.max(1)), by_output.par_chunks_mut(per.max(1)));
         if record {
+            let (wr, wo) = (by_row.par_chunks_mut(per), by_output.par_chunks_mut(per));
             y.par_chunks_mut(per).zip(wr).zip(wo).enumerate().for_each(|(c, ((y, r), o))| task(c, y, r, o));
         } else {
             y.par_chunks_mut(per).enumerate().for_each(|(c, y)| task(c, y, &mut [], &mut []));
@@ -327,7 +327,10 @@ pub fn scatter_grads(csr: &Csr, winners: &Winners, g: &[f32], gx: &mut [f32], gv
         winners.n_out == n_out && winners.by_row.len() == batch * n_out,
         "winners of another layer or not recorded"
     );
-    assert!(g.len() == batch * n_out && gx.len().is_multiple_of(batch.max(1)));
+    assert!(g.len() == batch * n_out, "upstream gradient of {} values for {batch}×{n_out} outputs", g.len());
+    assert!(gx.is_empty() || gx.len() == batch * csr.n_in, "dx of {} values for {batch}×{}", gx.len(), csr.n_in);
+    assert!(gv.is_empty() || gv.len() == csr.nnz(), "dv of {} values for {} entries", gv.len(), csr.nnz());
+    assert!(gb.is_empty() || gb.len() == n_out, "db of {} values for {n_out} outputs", gb.len());
     if !gv.is_empty() || !gb.is_empty() {
         weight_and_bias_grads(csr, batch, &winners.by_row, g, gv, gb);
     }
