@@ -284,6 +284,19 @@ mod tests {
     }
 
     #[test]
+    fn elements_of_other_widths_take_the_portable_tiles() {
+        for (r, c) in [(24, 40), (17, 9), (64, 16)] {
+            let a: Vec<u16> = (0..r * c).map(|i| i as u16).collect();
+            let t = transpose(&a, r, c);
+            for i in 0..r {
+                for j in 0..c {
+                    assert_eq!(t[j * r + i], a[i * c + j], "{r}x{c} at ({i},{j})");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn transpose_moves_bits_untouched() {
         // u32 winner indices, including u32::MAX, whose bits are a NaN as f32.
         let a: Vec<u32> = (0..16 * 24).map(|i| if i % 5 == 0 { u32::MAX - i } else { i }).collect();
