@@ -475,6 +475,11 @@ fn lane_sums(winners: &[u32], g: &[f32], stride: usize, j0: usize, targets: &[[u
         // SAFETY: AVX-512F is available; the bounds were checked above.
         return unsafe { lane_sums_avx512(winners, g, stride, j0, targets) };
     }
+    lane_sums_portable(winners, g, stride, j0, targets)
+}
+
+/// [`lane_sums`] in plain Rust, for CPUs without AVX-512.
+fn lane_sums_portable(winners: &[u32], g: &[f32], stride: usize, j0: usize, targets: &[[u32; L]; E]) -> [[f32; L]; E] {
     let mut acc = [[0.0f32; L]; E];
     for n in 0..winners.len() / stride {
         let (w, gn) = (lanes(winners, n * stride + j0), lanes(g, n * stride + j0));
@@ -533,4 +538,33 @@ unsafe fn lane_sums_avx512(
 #[inline(always)]
 fn masked(g: f32, won: bool) -> f32 {
     f32::from_bits(g.to_bits() & u32::from(won).wrapping_neg())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weight_gradient_sums_agree_bit_for_bit_on_every_path() {
+        // Winners drawn among the targets, NEVER-like misses and the bias;
+        // gradients with full mantissas and some -0.0.
+        let (batch, stride, j0) = (37, 48, 16);
+        let mut s = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = move || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s
+        };
+        let targets: [[u32; L]; E] = std::array::from_fn(|e| std::array::from_fn(|l| (e * 3 + l % 3) as u32));
+        let winners: Vec<u32> =
+            (0..batch * stride).map(|_| if next() % 5 == 0 { NONE } else { (next() % 30) as u32 }).collect();
+        let g: Vec<f32> = (0..batch * stride)
+            .map(|_| if next() % 7 == 0 { -0.0 } else { (next() % 100_000) as f32 * 1.37e-5 - 0.6137 })
+            .collect();
+        let portable = lane_sums_portable(&winners, &g, stride, j0, &targets);
+        let bits = |a: [[f32; L]; E]| a.map(|r| r.map(f32::to_bits));
+        assert!(portable.iter().flatten().any(|&v| v != 0.0), "the case must have winners");
+        assert_eq!(bits(lane_sums(&winners, &g, stride, j0, &targets)), bits(portable));
+    }
 }
