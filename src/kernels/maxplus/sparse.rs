@@ -16,15 +16,21 @@ use rayon::prelude::*;
 use super::NONE;
 use crate::kernels::transpose_block_into;
 
-/// The sparsity pattern of a `[n_out, n_in]` weight matrix, row by row.
+/// The sparsity pattern of a `[n_out, n_in]` weight matrix, row by row,
+/// with its column-by-column view (the input gradient walks it that way)
+/// built once with it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Csr {
     pub n_out: usize,
     pub n_in: usize,
     /// Row `j` owns entries `row_ptr[j]..row_ptr[j + 1]`.
-    pub row_ptr: Vec<u32>,
+    row_ptr: Vec<u32>,
     /// Column of each entry, ascending within a row.
-    pub col: Vec<u32>,
+    col: Vec<u32>,
+    /// Column `i` owns `by_col[col_ptr[i]..col_ptr[i + 1]]`.
+    col_ptr: Vec<u32>,
+    /// `(entry, row)` of every entry, column by column, rows ascending.
+    by_col: Vec<(u32, u32)>,
 }
 
 impl Csr {
@@ -37,7 +43,19 @@ impl Csr {
             col.extend((0..n_in).filter(|&i| active(j, i)).map(|i| i as u32));
             row_ptr.push(col.len() as u32);
         }
-        Csr { n_out, n_in, row_ptr, col }
+        let mut col_ptr = vec![0u32; n_in + 1];
+        col.iter().for_each(|&i| col_ptr[i as usize + 1] += 1);
+        (0..n_in).for_each(|i| col_ptr[i + 1] += col_ptr[i]);
+        let mut by_col = vec![(0u32, 0u32); col.len()];
+        let mut next = col_ptr.clone();
+        for j in 0..n_out {
+            for k in row_ptr[j] as usize..row_ptr[j + 1] as usize {
+                let at = &mut next[col[k] as usize];
+                by_col[*at as usize] = (k as u32, j as u32);
+                *at += 1;
+            }
+        }
+        Csr { n_out, n_in, row_ptr, col, col_ptr, by_col }
     }
 
     /// Number of active entries.
@@ -48,11 +66,6 @@ impl Csr {
     /// Entry indices of row `j`.
     pub fn row(&self, j: usize) -> std::ops::Range<usize> {
         self.row_ptr[j] as usize..self.row_ptr[j + 1] as usize
-    }
-
-    /// The output row of every entry, in entry order.
-    pub fn rows_of_entries(&self) -> Vec<u32> {
-        (0..self.n_out).flat_map(|j| self.row(j).map(move |_| j as u32)).collect()
     }
 
     /// Scatter entry values into a dense `[n_out, n_in]` matrix filled with `fill`.
@@ -345,17 +358,6 @@ pub fn scatter_grads(csr: &Csr, winners: &Winners, g: &[f32], gx: &mut [f32], gv
 /// [`R`] columns at a time, each block transposed into its place in `gx`.
 fn input_grads(csr: &Csr, winners: &Winners, g: &[f32], gx: &mut [f32]) {
     let (n_in, n_out, chunks) = (csr.n_in, csr.n_out, winners.chunks);
-    // The pattern by column: entries (k, j) of column i, ascending j.
-    let mut col_ptr = vec![0u32; n_in + 1];
-    csr.col.iter().for_each(|&i| col_ptr[i as usize + 1] += 1);
-    (0..n_in).for_each(|i| col_ptr[i + 1] += col_ptr[i]);
-    let mut by_col = vec![(0u32, 0u32); csr.nnz()];
-    let mut fill = col_ptr.clone();
-    for (j, k) in (0..n_out).flat_map(|j| csr.row(j).map(move |k| (j, k))) {
-        let at = &mut fill[csr.col[k] as usize];
-        by_col[*at as usize] = (k as u32, j as u32);
-        *at += 1;
-    }
     let task = |c: usize, gx: &mut [f32]| {
         let (n0, nb, nbp) = chunks.rows(c);
         let gt = feature_major(&g[n0 * n_out..(n0 + nb) * n_out], nb, n_out, nbp, 0.0);
@@ -364,7 +366,7 @@ fn input_grads(csr: &Csr, winners: &Winners, g: &[f32], gx: &mut [f32]) {
         for i0 in (0..n_in).step_by(R) {
             let cols = R.min(n_in - i0);
             let acc = &mut acc[..cols * nbp];
-            column_sums(&gt, wt, nbp, &col_ptr[i0..], &by_col, acc);
+            column_sums(&gt, wt, nbp, &csr.col_ptr[i0..], &csr.by_col, acc);
             transpose_block_into(acc, cols, nb, nbp, &mut gx[i0..], n_in);
         }
     };
