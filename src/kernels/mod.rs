@@ -40,7 +40,7 @@ pub mod im2col;
 pub mod maxplus;
 mod transpose;
 
-pub use transpose::{transpose, transpose_block_into, transpose_into};
+pub use transpose::{transpose_block_into, transpose_into};
 
 use rayon::prelude::*;
 

@@ -4,28 +4,12 @@
 //! lines and writes whole destination lines, so every line is touched once
 //! however the row strides alias in the cache.
 
-use std::mem::MaybeUninit;
-
-/// `a [rows, cols]` (row-major) transposed to `[cols, rows]`, for any plain
-/// element type (`f32` values, `u32` winner indices). Elements are moved,
-/// never computed on, so every bit pattern (NaN payloads too) survives.
-pub fn transpose<E: Copy + Default>(a: &[E], rows: usize, cols: usize) -> Vec<E> {
-    // Written once, element by element, so not zero-filled first (a fill
-    // would be a third of the cost of the transpose).
-    let mut t: Vec<E> = Vec::with_capacity(a.len());
-    transpose_uninit(a, rows, cols, cols, &mut t.spare_capacity_mut()[..a.len()], rows);
-    // SAFETY: `transpose_uninit` initialised all rows·cols = a.len() elements.
-    unsafe { t.set_len(a.len()) };
-    t
-}
-
-/// [`transpose`] into an existing buffer of `rows·cols` elements.
+/// `a [rows, cols]` (row-major) transposed into `out [cols, rows]`, for any
+/// plain element type (`f32` values, `u32` winner indices). Elements are
+/// moved, never computed on, so every bit pattern (NaN payloads too) survives.
 pub fn transpose_into<E: Copy + Default>(a: &[E], rows: usize, cols: usize, out: &mut [E]) {
     assert_eq!(out.len(), a.len(), "transpose_into: {} slots for {} values", out.len(), a.len());
-    // SAFETY: `E` and `MaybeUninit<E>` have the same layout, and only initialised
-    // values are written through the view, so `out` stays initialised.
-    let view = unsafe { &mut *(out as *mut [E] as *mut [MaybeUninit<E>]) };
-    transpose_uninit(a, rows, cols, cols, view, rows);
+    transpose_block_into(a, rows, cols, cols, out, rows);
 }
 
 /// A `rows × cols` block of a row-major matrix with `a_stride` columns,
@@ -46,26 +30,11 @@ pub fn transpose_block_into<E: Copy + Default>(
         "transpose_block_into: a {rows}×{cols} block does not fit {} slots of stride {out_stride}",
         out.len()
     );
-    // SAFETY: as in `transpose_into`.
-    let view = unsafe { &mut *(out as *mut [E] as *mut [MaybeUninit<E>]) };
-    transpose_uninit(a, rows, cols, a_stride, view, out_stride);
-}
-
-/// `out[c·out_stride + r] = a[r·a_stride + c]` for every `r < rows`, `c < cols`.
-fn transpose_uninit<E: Copy + Default>(
-    a: &[E],
-    rows: usize,
-    cols: usize,
-    a_stride: usize,
-    out: &mut [MaybeUninit<E>],
-    out_stride: usize,
-) {
     assert!(
         cols <= a_stride && (rows == 0 || a.len() >= (rows - 1) * a_stride + cols),
-        "transpose: {} values for {rows}×{cols} of stride {a_stride}",
+        "transpose_block_into: {} values for a {rows}×{cols} block of stride {a_stride}",
         a.len()
     );
-    assert!(rows <= out_stride && (cols == 0 || out.len() >= (cols - 1) * out_stride + rows));
     // Three nested regions: [0, r16)×[0, c16) in 16-tiles (AVX-512 only),
     // the rest of [0, r8)×[0, c8) in 8-tiles, the rest element by element.
     let (r8, c8) = (rows / T * T, cols / T * T);
@@ -94,7 +63,7 @@ fn transpose_uninit<E: Copy + Default>(
     for r in 0..rows {
         let c_start = if r < r8 { c8 } else { 0 };
         for c in c_start..cols {
-            out[c * out_stride + r] = MaybeUninit::new(a[r * a_stride + c]);
+            out[c * out_stride + r] = a[r * a_stride + c];
         }
     }
 }
@@ -106,27 +75,23 @@ const T16: usize = 16;
 
 type Span = std::ops::Range<usize>;
 
+/// Top-left corners `(r0, c0)` of the `side × side` tiles covering `rows × cols`.
+fn corners(rows: Span, cols: Span, side: usize) -> impl Iterator<Item = (usize, usize)> {
+    rows.step_by(side).flat_map(move |r0| cols.clone().step_by(side).map(move |c0| (r0, c0)))
+}
+
 /// The 8×8 tiles with corners in `rows × cols`, portable: fixed sizes let
 /// the compiler unroll them.
-fn tiles<E: Copy + Default>(
-    a: &[E],
-    t: &mut [MaybeUninit<E>],
-    dst_stride: usize,
-    src_stride: usize,
-    rows: Span,
-    cols: Span,
-) {
-    for r0 in rows.step_by(T) {
-        for c0 in cols.clone().step_by(T) {
-            let mut tile = [[E::default(); T]; T];
-            for (k, row) in tile.iter_mut().enumerate() {
-                row.copy_from_slice(&a[(r0 + k) * src_stride + c0..][..T]);
-            }
-            for c in 0..T {
-                let out = &mut t[(c0 + c) * dst_stride + r0..][..T];
-                for k in 0..T {
-                    out[k] = MaybeUninit::new(tile[k][c]);
-                }
+fn tiles<E: Copy + Default>(a: &[E], t: &mut [E], dst_stride: usize, src_stride: usize, rows: Span, cols: Span) {
+    for (r0, c0) in corners(rows, cols, T) {
+        let mut tile = [[E::default(); T]; T];
+        for (k, row) in tile.iter_mut().enumerate() {
+            row.copy_from_slice(&a[(r0 + k) * src_stride + c0..][..T]);
+        }
+        for c in 0..T {
+            let out = &mut t[(c0 + c) * dst_stride + r0..][..T];
+            for k in 0..T {
+                out[k] = tile[k][c];
             }
         }
     }
@@ -140,11 +105,9 @@ fn tiles<E: Copy + Default>(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx")]
 unsafe fn tiles_avx(a: *const f32, t: *mut f32, dst_stride: usize, src_stride: usize, rows: Span, cols: Span) {
-    for r0 in rows.step_by(T) {
-        for c0 in cols.clone().step_by(T) {
-            // SAFETY: the tile's 8 rows of 8 elements lie inside both buffers.
-            unsafe { tile_avx(a.add(r0 * src_stride + c0), src_stride, t.add(c0 * dst_stride + r0), dst_stride) };
-        }
+    for (r0, c0) in corners(rows, cols, T) {
+        // SAFETY: the tile's 8 rows of 8 elements lie inside both buffers.
+        unsafe { tile_avx(a.add(r0 * src_stride + c0), src_stride, t.add(c0 * dst_stride + r0), dst_stride) };
     }
 }
 
@@ -208,11 +171,9 @@ unsafe fn tile_avx(src: *const f32, src_stride: usize, dst: *mut f32, dst_stride
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn tiles_avx512(a: *const f32, t: *mut f32, dst_stride: usize, src_stride: usize, r16: usize, c16: usize) {
-    for r0 in (0..r16).step_by(T16) {
-        for c0 in (0..c16).step_by(T16) {
-            // SAFETY: the tile's 16 rows of 16 elements lie inside both buffers.
-            unsafe { tile_avx512(a.add(r0 * src_stride + c0), src_stride, t.add(c0 * dst_stride + r0), dst_stride) };
-        }
+    for (r0, c0) in corners(0..r16, 0..c16, T16) {
+        // SAFETY: the tile's 16 rows of 16 elements lie inside both buffers.
+        unsafe { tile_avx512(a.add(r0 * src_stride + c0), src_stride, t.add(c0 * dst_stride + r0), dst_stride) };
     }
 }
 
@@ -266,7 +227,14 @@ unsafe fn tile_avx512(src: *const f32, src_stride: usize, dst: *mut f32, dst_str
 
 #[cfg(test)]
 mod tests {
-    use super::{transpose, transpose_block_into, transpose_into};
+    use super::{transpose_block_into, transpose_into};
+
+    /// `a [r, c]` transposed into a fresh buffer.
+    fn transpose<E: Copy + Default>(a: &[E], r: usize, c: usize) -> Vec<E> {
+        let mut t = vec![E::default(); a.len()];
+        transpose_into(a, r, c, &mut t);
+        t
+    }
 
     #[test]
     fn transpose_handles_ragged_edges() {
