@@ -99,38 +99,36 @@ unsafe fn tile<const NJ: usize>(k: &Kernel<'_>, j: usize, nb: usize) {
         }
         return;
     }
-    // Resolve every output: the bias if strictly greater than the maximum,
-    // else the first input of the winning block whose sum equals it.
-    let last = (n_in - 1) / BLOCK;
-    let tail: __mmask16 = if n_in - last * BLOCK == LANES { 0xffff } else { (1 << (n_in - last * BLOCK)) - 1 };
     for l in 0..(batch - nb).min(LANES) {
         let n = nb + l;
         let xr = k.x_row(n).as_ptr();
         for c in 0..NJ {
-            let (m, block) = (m[c][l], b[c][l] as usize);
-            let (v, win) = match k.bias {
-                Some(bias) if bias[j + c] > m => (bias[j + c], n_in as u32),
-                _ => {
-                    let (lo, lanes) = (block * BLOCK, if block == last { tail } else { 0xffff });
-                    // SAFETY: the mask keeps both loads inside [lo, n_in) of their rows.
-                    let (xv, wv) = unsafe {
-                        (_mm512_maskz_loadu_ps(lanes, xr.add(lo)), _mm512_maskz_loadu_ps(lanes, wr[c].add(lo)))
-                    };
-                    let eq = _mm512_mask_cmp_ps_mask::<_CMP_EQ_OQ>(lanes, _mm512_add_ps(xv, wv), _mm512_set1_ps(m));
-                    debug_assert!(eq != 0, "the block maximum {m} is one of its candidates");
-                    let i = lo + eq.trailing_zeros() as usize;
-                    // `max` returns one of its operands, so a nonzero maximum
-                    // has the very bits of that candidate's sum; only a zero
-                    // may differ in sign from the first candidate reaching it.
-                    // SAFETY: i < n_in.
-                    let v = if m == 0.0 { unsafe { *xr.add(i) + *wr[c].add(i) } } else { m };
-                    (v, i as u32)
-                }
-            };
+            let (v, win) = k.resolve(n, j + c, m[c][l], b[c][l] as usize, |lo, hi| {
+                // SAFETY: [lo, hi) lies inside row n of x and row j + c of W.
+                unsafe { first_match(xr, wr[c], m[c][l], lo, hi) }
+            });
             // SAFETY: this task owns column j + c.
             unsafe { k.store(n, j + c, v, win) };
         }
     }
+}
+
+/// The first `i` in `[lo, hi)` (one block: at most 16 inputs) with
+/// `x[i] + w[i] == m`: two masked loads, an add and a compare.
+///
+/// # Safety
+/// AVX-512F must be available; `x + [lo, hi)` and `w + [lo, hi)` must be readable.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn first_match(x: *const f32, w: *const f32, m: f32, lo: usize, hi: usize) -> usize {
+    debug_assert!(hi - lo <= LANES, "a block is one register wide");
+    let lanes: __mmask16 = if hi - lo == LANES { 0xffff } else { (1 << (hi - lo)) - 1 };
+    // SAFETY: the mask keeps both loads inside [lo, hi).
+    let (xv, wv) = unsafe { (_mm512_maskz_loadu_ps(lanes, x.add(lo)), _mm512_maskz_loadu_ps(lanes, w.add(lo))) };
+    let eq = _mm512_mask_cmp_ps_mask::<_CMP_EQ_OQ>(lanes, _mm512_add_ps(xv, wv), _mm512_set1_ps(m));
+    debug_assert!(eq != 0, "the block maximum {m} is one of its candidates");
+    lo + eq.trailing_zeros() as usize
 }
 
 /// # Safety

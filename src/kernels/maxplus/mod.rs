@@ -285,7 +285,9 @@ impl Kernel<'_> {
     /// the bias if strictly greater, else the first input of that block
     /// attaining `m`, found by `first_match(lo, hi)`. The value returned is the
     /// winning candidate's own sum — exactly the scalar result, even the sign
-    /// of a zero.
+    /// of a zero: `max` returns one of its operands, so a nonzero maximum has
+    /// the very bits of that sum, and only a zero (whose sign may differ from
+    /// the first candidate reaching it) is recomputed.
     #[inline(always)]
     pub fn resolve(
         &self,
@@ -302,7 +304,8 @@ impl Kernel<'_> {
         }
         let lo = block * BLOCK;
         let i = first_match(lo, (lo + BLOCK).min(self.d.n_in));
-        (self.x[n * self.d.n_in + i] + self.w[j * self.d.n_in + i], i as u32)
+        let v = if m == 0.0 { self.x[n * self.d.n_in + i] + self.w[j * self.d.n_in + i] } else { m };
+        (v, i as u32)
     }
 }
 
