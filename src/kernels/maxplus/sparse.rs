@@ -435,10 +435,11 @@ fn weight_and_bias_grads(csr: &Csr, batch: usize, winners: &[u32], g: &[f32], gv
         }
         (Cow::Owned(wp), Cow::Owned(gp))
     };
+    let mut targets: Vec<[u32; L]> = Vec::new();
     for j0 in (0..n_out).step_by(L) {
         let lanes = L.min(n_out - j0);
         // The targets of this group: the bias, then the e-th entry of every row.
-        let mut targets: Vec<[u32; L]> = Vec::new();
+        targets.clear();
         if !gb.is_empty() {
             targets.push([NONE; L]);
         }
