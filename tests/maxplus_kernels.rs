@@ -167,11 +167,12 @@ fn sparse_kernel_equals_dense_kernel_on_a_layer_split_across_threads() {
 fn sparse_kernel_equals_dense_kernel_on_a_long_batch_of_a_small_layer() {
     // Little work but more batch rows than one chunk holds (256): several
     // chunks of the largest size, the last one ragged.
-    let mut p = big_sparse_problem(5);
-    p.d = Dims { batch: 600, n_in: 30, n_out: 20 };
-    p.x = (0..600 * 30).map(|k| ((k * 7919) % 1000) as f32 * 1e-3 - 0.5).collect();
-    p.w = (0..20 * 30).map(|k| if k % 5 == 0 { (k % 7) as f32 * 0.1 } else { f32::NEG_INFINITY }).collect();
-    p.bias = Some((0..20).map(|j| j as f32 * 0.05 - 0.6).collect());
+    let p = Problem {
+        d: Dims { batch: 600, n_in: 30, n_out: 20 },
+        x: (0..600 * 30).map(|k| ((k * 7919) % 1000) as f32 * 1e-3 - 0.5).collect(),
+        w: (0..20 * 30).map(|k| if k % 5 == 0 { (k % 7) as f32 * 0.1 } else { f32::NEG_INFINITY }).collect(),
+        bias: Some((0..20).map(|j| j as f32 * 0.05 - 0.6).collect()),
+    };
     sparse_equals_dense(&p).unwrap();
 }
 
