@@ -270,23 +270,29 @@ fn signed_zero_maxima_keep_the_first_candidates_sign_in_every_kernel() {
 }
 
 #[test]
-fn nan_or_plus_infinity_weights_in_any_row_give_the_scalar_results() {
-    // The weight matrix is checked in parallel chunks: a bad value in any
-    // of them, the last rows included, must send the whole product to the
-    // exact path.
-    let d = Dims { batch: 20, n_in: 100, n_out: 512 }; // W: two parallel chunks
+fn nan_or_plus_infinity_weights_anywhere_give_the_scalar_results_in_every_kernel() {
+    // Each SIMD task checks the rows of W it owns, tile by tile: a bad value
+    // in any of them — the first or last row, a row of the single-column
+    // tiles at the ragged end, the last partial block of inputs — must send
+    // the whole product to the exact path.
+    let d = Dims { batch: 20, n_in: 100, n_out: 515 }; // 100 = 6 blocks of 16 + 4; 515 = 64 tiles of 8 + 3
     let x: Vec<f32> = (0..d.batch * d.n_in).map(|k| (k % 13) as f32 * 0.25 - 1.0).collect();
-    for (row, bad) in [(511, f32::NAN), (300, f32::INFINITY), (0, f32::NAN)] {
+    for (row, input, bad) in
+        [(511, 7, f32::NAN), (300, 50, f32::INFINITY), (0, 0, f32::NAN), (514, 98, f32::NAN), (513, 99, f32::INFINITY)]
+    {
         let mut w: Vec<f32> = (0..d.n_out * d.n_in).map(|k| (k % 17) as f32 * 0.125 - 1.0).collect();
-        w[row * d.n_in + 7] = bad;
-        let bias = vec![0.5; d.n_out];
-        let p = Problem { d, x: x.clone(), w: w.clone(), bias: Some(bias.clone()) };
+        w[row * d.n_in + input] = bad;
+        let p = Problem { d, x: x.clone(), w, bias: Some(vec![0.5; d.n_out]) };
         let (y_ref, w_ref) = run(Isa::Scalar, &p, true);
-        let mut y = vec![0.0; d.batch * d.n_out];
-        let mut win = vec![0u32; y.len()];
-        maxplus::forward(d, &x, &w, Some(&bias), &mut y, Some(&mut win));
-        assert_eq!(bits(&y), bits(&y_ref), "bad weight in row {row}");
-        assert_eq!(win, w_ref, "bad weight in row {row}");
-        assert!(y[row].is_nan() || y[row] == f32::INFINITY, "row {row} sees its bad weight: {}", y[row]);
+        assert!(y_ref[row].is_nan() || y_ref[row] == f32::INFINITY, "row {row} sees its bad weight: {}", y_ref[row]);
+        for isa in Isa::available() {
+            for winners in [true, false] {
+                let (y, win) = run(isa, &p, winners);
+                assert_eq!(bits(&y), bits(&y_ref), "{isa:?}: bad weight at ({row}, {input})");
+                if winners {
+                    assert_eq!(win, w_ref, "{isa:?}: bad weight at ({row}, {input})");
+                }
+            }
+        }
     }
 }

@@ -4,43 +4,34 @@
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
-use super::Kernel;
 #[cfg(target_arch = "x86_64")]
-use super::{BLOCK, Dims};
+use super::BLOCK;
+use super::Kernel;
 
 pub const TILE_J: usize = 4;
 #[cfg(target_arch = "x86_64")]
 const LANES: usize = 8;
 
-/// Compute output columns `[j0, j1)` for the whole batch.
+/// Compute output columns `[j0, j1)` for the whole batch; false (outputs
+/// unspecified) if their rows of W hold a NaN or +∞.
 ///
 /// # Safety
 /// The CPU must support AVX2, and the calling task must own the columns.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-pub unsafe fn columns(k: &Kernel<'_>, j0: usize, j1: usize) {
-    let mut j = j0;
-    while j < j1 {
-        let nj = if j + TILE_J <= j1 { TILE_J } else { 1 };
-        for nb in (0..k.bp).step_by(LANES) {
-            // SAFETY: AVX2 is enabled; the task owns columns j..j+nj.
-            unsafe {
-                if nj == TILE_J {
-                    tile::<TILE_J>(k, j, nb);
-                } else {
-                    tile::<1>(k, j, nb);
-                }
-            }
-        }
-        j += nj;
-    }
+pub unsafe fn columns(k: &Kernel<'_>, j0: usize, j1: usize) -> bool {
+    k.walk(j0, j1, TILE_J, LANES, |j, nb, full| {
+        // SAFETY: AVX2 is enabled (see the caller's contract); the task owns the tile's columns.
+        unsafe { if full { tile::<TILE_J>(k, j, nb) } else { tile::<1>(k, j, nb) } }
+    })
 }
 
+/// Rows `[nb, nb+8)` × columns `[j, j+NJ)`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 #[inline]
 unsafe fn tile<const NJ: usize>(k: &Kernel<'_>, j: usize, nb: usize) {
-    let Dims { batch, n_in, .. } = k.d;
+    let n_in = k.d.n_in;
     let track = k.want_winners();
     let xp = k.xp[nb * n_in..].as_ptr();
     let wr: [*const f32; NJ] = std::hint::black_box(std::array::from_fn(|c| k.w_row(j + c).as_ptr()));
@@ -71,52 +62,42 @@ unsafe fn tile<const NJ: usize>(k: &Kernel<'_>, j: usize, nb: usize) {
     }
     let (mut m, mut b) = ([[0.0f32; LANES]; NJ], [[0u32; LANES]; NJ]);
     for c in 0..NJ {
-        if !track && let Some(bias) = k.bias {
-            acc[c] = _mm256_max_ps(acc[c], _mm256_set1_ps(bias[j + c]));
-        }
         // SAFETY: each array holds 8 elements.
         unsafe {
             _mm256_storeu_ps(m[c].as_mut_ptr(), acc[c]);
             _mm256_storeu_ps(b[c].as_mut_ptr().cast(), blk[c]);
         }
     }
-    for l in 0..(batch - nb).min(LANES) {
-        let n = nb + l;
-        for c in 0..NJ {
-            let (v, win) = if track {
-                k.resolve(n, j + c, m[c][l], b[c][l] as usize, |lo, hi| {
-                    first_match(k.x_row(n), k.w_row(j + c), m[c][l], lo, hi)
-                })
-            } else {
-                (m[c][l], 0)
-            };
-            // SAFETY: this task owns column j + c.
-            unsafe { k.store(n, j + c, v, win) };
-        }
-    }
+    // SAFETY: this task owns columns j..j+NJ; `first_match` reads `len` elements.
+    unsafe { k.resolve_tile(j, nb, &m, &b, |x, w, m, len| first_match(x, w, m, len)) };
 }
 
-/// The first `i` in `[lo, hi)` with `x[i] + w[i] == m`, 8 at a time.
+/// The first `i < len` (one block: `len ≤ 16`) with `x[i] + w[i] == m`, 8 at a time.
+///
+/// # Safety
+/// AVX2 must be available; `x[..len]` and `w[..len]` must be readable.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn first_match(x: &[f32], w: &[f32], m: f32, lo: usize, hi: usize) -> usize {
+#[inline]
+unsafe fn first_match(x: *const f32, w: *const f32, m: f32, len: usize) -> usize {
     let mv = _mm256_set1_ps(m);
-    let mut i = lo;
-    while i + LANES <= hi {
-        // SAFETY: i + 8 <= hi <= len.
-        let s = unsafe { _mm256_add_ps(_mm256_loadu_ps(x.as_ptr().add(i)), _mm256_loadu_ps(w.as_ptr().add(i))) };
+    let mut i = 0;
+    while i + LANES <= len {
+        // SAFETY: i + 8 <= len.
+        let s = unsafe { _mm256_add_ps(_mm256_loadu_ps(x.add(i)), _mm256_loadu_ps(w.add(i))) };
         let eq = _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_EQ_OQ>(s, mv));
         if eq != 0 {
             return i + eq.trailing_zeros() as usize;
         }
         i += LANES;
     }
-    (i..hi).find(|&i| x[i] + w[i] == m).expect("the block maximum is one of its candidates")
+    // SAFETY: i..len is inside both slices.
+    (i..len).find(|&i| unsafe { *x.add(i) + *w.add(i) } == m).expect("the block maximum is one of its candidates")
 }
 
 /// # Safety
 /// Never callable: AVX2 kernels exist only on x86-64.
 #[cfg(not(target_arch = "x86_64"))]
-pub unsafe fn columns(_: &Kernel<'_>, _: usize, _: usize) {
+pub unsafe fn columns(_: &Kernel<'_>, _: usize, _: usize) -> bool {
     unreachable!("AVX2 is x86-64 only")
 }

@@ -8,9 +8,9 @@
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
-use super::Kernel;
 #[cfg(target_arch = "x86_64")]
-use super::{BLOCK, Dims};
+use super::BLOCK;
+use super::Kernel;
 
 /// Output columns per register tile (16 rows × 8 columns = 8 block maxima,
 /// 8 running maxima and 8 block ids: 24 of the 32 zmm registers).
@@ -18,28 +18,18 @@ pub const TILE_J: usize = 8;
 #[cfg(target_arch = "x86_64")]
 const LANES: usize = 16;
 
-/// Compute output columns `[j0, j1)` for the whole batch.
+/// Compute output columns `[j0, j1)` for the whole batch; false (outputs
+/// unspecified) if their rows of W hold a NaN or +∞.
 ///
 /// # Safety
 /// The CPU must support AVX-512F, and the calling task must own the columns.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-pub unsafe fn columns(k: &Kernel<'_>, j0: usize, j1: usize) {
-    let mut j = j0;
-    while j < j1 {
-        let nj = if j + TILE_J <= j1 { TILE_J } else { 1 };
-        for nb in (0..k.bp).step_by(LANES) {
-            // SAFETY: AVX-512F is enabled; the task owns columns j..j+nj.
-            unsafe {
-                if nj == TILE_J {
-                    tile::<TILE_J>(k, j, nb);
-                } else {
-                    tile::<1>(k, j, nb);
-                }
-            }
-        }
-        j += nj;
-    }
+pub unsafe fn columns(k: &Kernel<'_>, j0: usize, j1: usize) -> bool {
+    k.walk(j0, j1, TILE_J, LANES, |j, nb, full| {
+        // SAFETY: AVX-512F is enabled (see the caller's contract); the task owns the tile's columns.
+        unsafe { if full { tile::<TILE_J>(k, j, nb) } else { tile::<1>(k, j, nb) } }
+    })
 }
 
 /// Rows `[nb, nb+16)` × columns `[j, j+NJ)`.
@@ -47,7 +37,7 @@ pub unsafe fn columns(k: &Kernel<'_>, j0: usize, j1: usize) {
 #[target_feature(enable = "avx512f")]
 #[inline]
 unsafe fn tile<const NJ: usize>(k: &Kernel<'_>, j: usize, nb: usize) {
-    let Dims { batch, n_in, .. } = k.d;
+    let n_in = k.d.n_in;
     let track = k.want_winners();
     let xp = k.xp[nb * n_in..].as_ptr();
     // Row pointers hidden from the optimiser so each stays in its own register
@@ -81,59 +71,37 @@ unsafe fn tile<const NJ: usize>(k: &Kernel<'_>, j: usize, nb: usize) {
     }
     let (mut m, mut b) = ([[0.0f32; LANES]; NJ], [[0u32; LANES]; NJ]);
     for c in 0..NJ {
-        if !track && let Some(bias) = k.bias {
-            acc[c] = _mm512_max_ps(acc[c], _mm512_set1_ps(bias[j + c]));
-        }
         // SAFETY: each array holds 16 elements.
         unsafe {
             _mm512_storeu_ps(m[c].as_mut_ptr(), acc[c]);
             _mm512_storeu_si512(b[c].as_mut_ptr().cast(), blk[c]);
         }
     }
-    if !track {
-        for (c, column) in m.iter().enumerate() {
-            for (l, &v) in column[..(batch - nb).min(LANES)].iter().enumerate() {
-                // SAFETY: this task owns column j + c.
-                unsafe { k.store(nb + l, j + c, v, 0) };
-            }
-        }
-        return;
-    }
-    for l in 0..(batch - nb).min(LANES) {
-        let n = nb + l;
-        let xr = k.x_row(n).as_ptr();
-        for c in 0..NJ {
-            let (v, win) = k.resolve(n, j + c, m[c][l], b[c][l] as usize, |lo, hi| {
-                // SAFETY: [lo, hi) lies inside row n of x and row j + c of W.
-                unsafe { first_match(xr, wr[c], m[c][l], lo, hi) }
-            });
-            // SAFETY: this task owns column j + c.
-            unsafe { k.store(n, j + c, v, win) };
-        }
-    }
+    // SAFETY: this task owns columns j..j+NJ; `first_match` reads `len` elements.
+    unsafe { k.resolve_tile(j, nb, &m, &b, |x, w, m, len| first_match(x, w, m, len)) };
 }
 
-/// The first `i` in `[lo, hi)` (one block: at most 16 inputs) with
-/// `x[i] + w[i] == m`: two masked loads, an add and a compare.
+/// The first `i < len` (one block: `len ≤ 16`) with `x[i] + w[i] == m`:
+/// two masked loads, an add and a compare.
 ///
 /// # Safety
-/// AVX-512F must be available; `x + [lo, hi)` and `w + [lo, hi)` must be readable.
+/// AVX-512F must be available; `x[..len]` and `w[..len]` must be readable.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[inline]
-unsafe fn first_match(x: *const f32, w: *const f32, m: f32, lo: usize, hi: usize) -> usize {
-    debug_assert!(hi - lo <= LANES, "a block is one register wide");
-    let lanes: __mmask16 = if hi - lo == LANES { 0xffff } else { (1 << (hi - lo)) - 1 };
-    // SAFETY: the mask keeps both loads inside [lo, hi).
-    let (xv, wv) = unsafe { (_mm512_maskz_loadu_ps(lanes, x.add(lo)), _mm512_maskz_loadu_ps(lanes, w.add(lo))) };
+unsafe fn first_match(x: *const f32, w: *const f32, m: f32, len: usize) -> usize {
+    debug_assert!(len <= LANES, "a block is one register wide");
+    let lanes = ((1u32 << len) - 1) as __mmask16;
+    // SAFETY: the mask keeps both loads inside [0, len).
+    let (xv, wv) = unsafe { (_mm512_maskz_loadu_ps(lanes, x), _mm512_maskz_loadu_ps(lanes, w)) };
     let eq = _mm512_mask_cmp_ps_mask::<_CMP_EQ_OQ>(lanes, _mm512_add_ps(xv, wv), _mm512_set1_ps(m));
     debug_assert!(eq != 0, "the block maximum {m} is one of its candidates");
-    lo + eq.trailing_zeros() as usize
+    eq.trailing_zeros() as usize
 }
 
 /// # Safety
 /// Never callable: AVX-512 kernels exist only on x86-64.
 #[cfg(not(target_arch = "x86_64"))]
-pub unsafe fn columns(_: &Kernel<'_>, _: usize, _: usize) {
+pub unsafe fn columns(_: &Kernel<'_>, _: usize, _: usize) -> bool {
     unreachable!("AVX-512 is x86-64 only")
 }

@@ -100,16 +100,6 @@ impl Isa {
     }
 }
 
-/// Whether the SIMD kernels' assumptions hold (see the module docs). Weight
-/// matrices are large next to the batch, so long slices are scanned in
-/// parallel.
-fn simd_safe(x: &[f32], w: &[f32], bias: Option<&[f32]>) -> bool {
-    let par_any = |v: &[f32], f: fn(&[f32]) -> bool| {
-        if v.len() < crate::kernels::PAR_MIN { f(v) } else { v.par_chunks(crate::kernels::PAR_MIN).any(f) }
-    };
-    !par_any(x, any_non_finite) && !par_any(w, any_nan_or_pos_inf) && !bias.is_some_and(any_nan_or_pos_inf)
-}
-
 crate::kernels::simd_dispatch! {
     /// Whether some value is NaN or ±∞ (no early exit, so it vectorises).
     fn any_non_finite(v: &[f32]) -> bool => any_non_finite_generic
@@ -136,13 +126,13 @@ fn any_nan_or_pos_inf_generic(v: &[f32]) -> bool {
 /// The max-plus product with the best kernel for this CPU, in parallel.
 /// `winners` (same shape as `y`) is filled when given; skipping it is faster.
 pub fn forward(d: Dims, x: &[f32], w: &[f32], bias: Option<&[f32]>, y: &mut [f32], winners: Option<&mut [u32]>) {
-    let isa = if simd_safe(x, w, bias) { Isa::detect() } else { Isa::Scalar };
-    forward_with(isa, d, x, w, bias, y, winners);
+    forward_with(Isa::detect(), d, x, w, bias, y, winners);
 }
 
 /// The max-plus product with a chosen kernel (for tests and benches; panics
-/// if the CPU lacks it). Same contract as [`forward`] minus the NaN/+∞
-/// check: SIMD kernels given NaN or +∞ are not guaranteed to match.
+/// if the CPU lacks it). Every kernel gives the scalar results: where the
+/// SIMD kernels' assumptions fail (see the module docs) the product is
+/// computed by the scalar one.
 pub fn forward_with(
     isa: Isa,
     d: Dims,
@@ -150,7 +140,7 @@ pub fn forward_with(
     w: &[f32],
     bias: Option<&[f32]>,
     y: &mut [f32],
-    winners: Option<&mut [u32]>,
+    mut winners: Option<&mut [u32]>,
 ) {
     assert!(isa.is_available(), "{isa:?} kernels are not supported by this CPU");
     assert!(x.len() == d.batch * d.n_in && w.len() == d.n_out * d.n_in && y.len() == d.batch * d.n_out);
@@ -161,12 +151,28 @@ pub fn forward_with(
     if d.batch == 0 || d.n_out == 0 {
         return;
     }
-    if isa == Isa::Scalar || d.n_in == 0 {
-        return forward_scalar(d, x, w, bias, y, winners);
+    // x and the bias are small next to W and checked here; W is checked by
+    // the kernel's tasks, each on its own rows just before it reads them
+    // (a separate pass over W cost a sixth of the forward at batch 16).
+    let simd = isa != Isa::Scalar && d.n_in > 0 && !any_non_finite(x) && !bias.is_some_and(any_nan_or_pos_inf);
+    if !(simd && forward_simd(isa, d, x, w, bias, y, winners.as_deref_mut())) {
+        forward_scalar(d, x, w, bias, y, winners);
     }
-    // SIMD: lanes run along the batch. The kernels read x as panels of
-    // `lanes` rows, each stored input-major `[n_in][lanes]`, so the inner
-    // loop streams through contiguous memory; packing x is cheap next to the
+}
+
+/// The SIMD product; false (outputs unspecified) if `W` holds a NaN or +∞.
+fn forward_simd(
+    isa: Isa,
+    d: Dims,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+    winners: Option<&mut [u32]>,
+) -> bool {
+    // Lanes run along the batch. The kernels read x as panels of `lanes`
+    // rows, each stored input-major `[n_in][lanes]`, so the inner loop
+    // streams through contiguous memory; packing x is cheap next to the
     // O(batch·n_in·n_out) product.
     let lanes = isa.lanes();
     let bp = d.batch.div_ceil(lanes) * lanes;
@@ -179,9 +185,9 @@ pub fn forward_with(
     // Tasks own disjoint ranges of whole register tiles of output columns.
     let cols = tile_cols(isa);
     let per_task = d.n_out.div_ceil(rayon::current_num_threads() * 4).div_ceil(cols).max(1) * cols;
-    (0..d.n_out.div_ceil(per_task)).into_par_iter().for_each(|t| {
+    (0..d.n_out.div_ceil(per_task)).into_par_iter().all(|t| {
         let (j0, j1) = (t * per_task, ((t + 1) * per_task).min(d.n_out));
-        // SAFETY: `isa.is_available()` was asserted above; tasks write disjoint columns.
+        // SAFETY: `isa.is_available()` was asserted by the caller; tasks write disjoint columns.
         unsafe {
             match isa {
                 Isa::Avx512 => avx512::columns(&k, j0, j1),
@@ -189,7 +195,7 @@ pub fn forward_with(
                 Isa::Scalar => unreachable!(),
             }
         }
-    });
+    })
 }
 
 /// The reference kernel over row chunks of the batch.
@@ -263,49 +269,92 @@ impl Kernel<'_> {
         &self.x[n * self.d.n_in..(n + 1) * self.d.n_in]
     }
 
-    /// Store output `(n, j)`: its value and, when winners are tracked, its winner.
-    ///
-    /// # Safety
-    /// The calling task must own column `j`.
+    /// Run `tile(j, nb, full)` over columns `[j0, j1)` in register tiles of
+    /// `tile_j` columns (`full`) or single columns at the ragged end, and
+    /// every panel `nb` of `lanes` rows. Each tile's rows of W are checked
+    /// for NaN and +∞ first, while they come into the cache for the tile:
+    /// false (stopping early) if any is found.
     #[inline(always)]
-    pub unsafe fn store(&self, n: usize, j: usize, value: f32, winner: u32) {
-        let at = n * self.d.n_out + j;
-        debug_assert!(at < self.d.batch * self.d.n_out);
-        // SAFETY: `at` is inside y (and winners); the caller owns column j.
-        unsafe {
-            *self.out.y.add(at) = value;
-            if self.want_winners() {
-                *self.out.winners.add(at) = winner;
+    pub fn walk(
+        &self,
+        j0: usize,
+        j1: usize,
+        tile_j: usize,
+        lanes: usize,
+        mut tile: impl FnMut(usize, usize, bool),
+    ) -> bool {
+        let mut j = j0;
+        while j < j1 {
+            let nj = if j + tile_j <= j1 { tile_j } else { 1 };
+            if any_nan_or_pos_inf(&self.w[j * self.d.n_in..(j + nj) * self.d.n_in]) {
+                return false;
             }
+            for nb in (0..self.bp).step_by(lanes) {
+                tile(j, nb, nj == tile_j);
+            }
+            j += nj;
         }
+        true
     }
 
-    /// The final value and winner of output `(n, j)` given its running
-    /// maximum `m` over the inputs and the block where it was first reached:
-    /// the bias if strictly greater, else the first input of that block
-    /// attaining `m`, found by `first_match(lo, hi)`. The value returned is the
-    /// winning candidate's own sum — exactly the scalar result, even the sign
-    /// of a zero: `max` returns one of its operands, so a nonzero maximum has
-    /// the very bits of that sum, and only a zero (whose sign may differ from
-    /// the first candidate reaching it) is recomputed.
+    /// Write the results of a register tile, rows `[nb, nb + L)` (those
+    /// inside the batch) × columns `[j, j + NJ)`, from each output's running
+    /// maximum `m[c][l]` over the inputs and the block `blk[c][l]` where it
+    /// was first reached (read only when winners are tracked).
+    ///
+    /// An output's winner is the bias if strictly greater than `m`, else the
+    /// first input of that block attaining `m`, found by the kernel's
+    /// `first_match(x, w, m, len)` (the first `i < len ≤ BLOCK` with
+    /// `x[i] + w[i] == m`). Its value is the winning candidate's own sum —
+    /// exactly the scalar result, even the sign of a zero: `max` returns one
+    /// of its operands, so a nonzero maximum has the very bits of that sum,
+    /// and only a zero (whose sign may differ from the first candidate
+    /// reaching it) is recomputed.
+    ///
+    /// # Safety
+    /// The calling task must own columns `[j, j + NJ)`, which must exist;
+    /// `first_match` must read only its first `len` elements.
     #[inline(always)]
-    pub fn resolve(
+    pub unsafe fn resolve_tile<const NJ: usize, const L: usize>(
         &self,
-        n: usize,
         j: usize,
-        m: f32,
-        block: usize,
-        first_match: impl FnOnce(usize, usize) -> usize,
-    ) -> (f32, u32) {
-        if let Some(b) = self.bias
-            && b[j] > m
-        {
-            return (b[j], self.d.n_in as u32);
+        nb: usize,
+        m: &[[f32; L]; NJ],
+        blk: &[[u32; L]; NJ],
+        first_match: impl Fn(*const f32, *const f32, f32, usize) -> usize,
+    ) {
+        let Dims { batch, n_in, n_out } = self.d;
+        debug_assert!(j + NJ <= n_out && nb < batch);
+        let track = self.want_winners();
+        let bias = self.bias.map(|b| b[j..j + NJ].as_ptr());
+        for l in 0..(batch - nb).min(L) {
+            let n = nb + l;
+            // SAFETY: n < batch and c < NJ keep every offset inside x, W,
+            // bias, y and winners; the caller owns these columns.
+            unsafe {
+                let at = n * n_out + j;
+                let xr = self.x.as_ptr().add(n * n_in);
+                for c in 0..NJ {
+                    let mv = m[c][l];
+                    let b = bias.map(|b| *b.add(c));
+                    if !track {
+                        *self.out.y.add(at + c) = b.map_or(mv, |b| b.max(mv));
+                        continue;
+                    }
+                    let (v, win) = match b {
+                        Some(b) if b > mv => (b, n_in),
+                        _ => {
+                            let wr = self.w.as_ptr().add((j + c) * n_in);
+                            let lo = blk[c][l] as usize * BLOCK;
+                            let i = lo + first_match(xr.add(lo), wr.add(lo), mv, (n_in - lo).min(BLOCK));
+                            (if mv == 0.0 { *xr.add(i) + *wr.add(i) } else { mv }, i)
+                        }
+                    };
+                    *self.out.y.add(at + c) = v;
+                    *self.out.winners.add(at + c) = win as u32;
+                }
+            }
         }
-        let lo = block * BLOCK;
-        let i = first_match(lo, (lo + BLOCK).min(self.d.n_in));
-        let v = if m == 0.0 { self.x[n * self.d.n_in + i] + self.w[j * self.d.n_in + i] } else { m };
-        (v, i as u32)
     }
 }
 
