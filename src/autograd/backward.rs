@@ -67,6 +67,7 @@ pub fn backward_with(root: &Tensor, grad_root: Grad) -> Grads {
     for node in topological_order(root).iter().rev() {
         let Some(op) = node.op() else { continue };
         let Some(g) = grads.0.remove(&node.id()) else { continue };
+        crate::kernels::keep_workers_warm();
         for (input, gin) in input_grads(op, node, &g) {
             if input.requires_grad() {
                 grads.accumulate(input, gin);

@@ -38,8 +38,10 @@ pub(crate) use simd_dispatch;
 pub mod gemm;
 pub mod im2col;
 pub mod maxplus;
+mod pool;
 mod transpose;
 
+pub use pool::{adopt_calling_thread, drive_from_current_thread, keep_workers_warm, pollers_running};
 pub use transpose::{transpose_block_into, transpose_into};
 
 use rayon::prelude::*;
@@ -88,17 +90,6 @@ pub fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
         }
         f(&mut buf[..len])
     })
-}
-
-/// Make the calling thread worker 0 of rayon's global pool (of
-/// `RAYON_NUM_THREADS` threads, or one per core). Without it, every parallel
-/// op called from a thread outside the pool hands its work to a pool thread
-/// and sleeps until it is done: two context switches per op, tens of µs —
-/// more than a sparse max-plus layer's whole forward pass. Call it once at
-/// the start of `main`, before anything uses rayon (the CLI and the benches
-/// do); returns false if the global pool already existed.
-pub fn adopt_calling_thread() -> bool {
-    rayon::ThreadPoolBuilder::new().use_current_thread().build_global().is_ok()
 }
 
 /// `n` zeros, written by every rayon thread when `n` is large: a reused heap

@@ -76,6 +76,7 @@ impl Tensor {
     /// only when gradients are being recorded and some input needs one.
     pub(crate) fn from_op(value: ArrayD<f32>, op: Op) -> Tensor {
         crate::kernels::tune_allocator();
+        crate::kernels::keep_workers_warm();
         let record = autograd::is_recording(&op.inputs());
         Tensor(Arc::new(Node {
             id: TensorId::fresh(),

@@ -1,0 +1,143 @@
+//! How ops use rayon's thread pool: the thread that runs them is a member of
+//! the pool, and the other members keep polling for work between ops instead
+//! of going to sleep.
+//!
+//! A rayon worker with nothing to do yields to the OS a few dozen times
+//! (~16 µs here) and then sleeps on a condition variable. Waking it costs the
+//! next parallel region ~30 µs on our KVM guest: the idle vCPU halts, and the
+//! host must schedule it again. A training step is a chain of short parallel
+//! regions separated by short serial stretches (autograd bookkeeping,
+//! allocation, packing), so without care the second core spends much of a
+//! step being woken: a 512×512 max-plus layer's forward + backward at batch
+//! 16 took 196 µs, 135 µs with the workers kept awake. OpenMP runtimes (and
+//! so PyTorch) do the same by default: idle threads spin for a while before
+//! they sleep.
+//!
+//! The thread that runs ops (the *driver*: `main` after
+//! [`adopt_calling_thread`], each run of an experiment grid) calls
+//! [`keep_workers_warm`] as ops complete. That sends every other worker of
+//! its pool a job that polls the pool for work — running any it finds, as
+//! rayon's own idle loop would — until it has found none for the spin time
+//! (`MORPHGRAD_SPIN_US` microseconds, default 1000; `0` turns spinning off).
+//! After a longer pause the workers sleep as before, and the next op wakes
+//! them once.
+
+use std::cell::Cell;
+use std::sync::Arc;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// Make the calling thread worker 0 of rayon's global pool (of
+/// `RAYON_NUM_THREADS` threads, or one per core) and the driver of its ops
+/// (see [`drive_from_current_thread`]). Without it, every parallel op called
+/// from a thread outside the pool hands its work to a pool thread and sleeps
+/// until it is done: two context switches per op, tens of µs — more than a
+/// sparse max-plus layer's whole forward pass. Call it once at the start of
+/// `main`, before anything uses rayon (the CLI and the benches do); returns
+/// false if the global pool already existed.
+pub fn adopt_calling_thread() -> bool {
+    drive_from_current_thread();
+    rayon::ThreadPoolBuilder::new().use_current_thread().build_global().is_ok()
+}
+
+thread_local! {
+    /// Whether this thread is a driver: see [`drive_from_current_thread`].
+    static DRIVER: Cell<bool> = const { Cell::new(false) };
+    /// Pollers this thread started that are still running.
+    static POLLERS: Arc<AtomicUsize> = Arc::new(AtomicUsize::new(0));
+}
+
+/// Mark the calling thread, a member of a rayon pool, as the one running a
+/// chain of ops (a training run): from now on [`keep_workers_warm`] called on
+/// it keeps the pool's other workers polling. Only drivers do, because a
+/// poller must never run on the driver itself — it would hold the driver in
+/// its loop — and a thread running a task stolen from a driver is not one.
+pub fn drive_from_current_thread() {
+    DRIVER.with(|d| d.set(true));
+}
+
+/// How long a poller keeps polling after the last work it found.
+fn spin_time() -> Duration {
+    static SPIN: OnceLock<Duration> = OnceLock::new();
+    *SPIN.get_or_init(|| {
+        let us = std::env::var("MORPHGRAD_SPIN_US").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
+        Duration::from_micros(us)
+    })
+}
+
+/// Keep the other workers of the calling driver's pool awake for the spin
+/// time (see the module docs). Cheap when they already are: a thread-local
+/// read and an atomic load. Does nothing on a thread that is not a driver or
+/// not in a pool, in a one-thread pool, or with spinning turned off.
+pub fn keep_workers_warm() {
+    if !DRIVER.with(Cell::get) {
+        return;
+    }
+    let (Some(me), threads) = (rayon::current_thread_index(), rayon::current_num_threads()) else { return };
+    let spin = spin_time();
+    if threads < 2 || spin.is_zero() {
+        return;
+    }
+    POLLERS.with(|alive| {
+        if alive.load(Ordering::Acquire) > 0 {
+            return;
+        }
+        alive.store(threads - 1, Ordering::Release);
+        let alive = Arc::clone(alive);
+        rayon::spawn_broadcast(move |ctx| {
+            if ctx.index() != me {
+                poll(spin);
+                alive.fetch_sub(1, Ordering::AcqRel);
+            }
+        });
+    });
+}
+
+/// Run the pool's pending work as it appears, until none has appeared for `spin`.
+fn poll(spin: Duration) {
+    let mut last = Instant::now();
+    loop {
+        match rayon::yield_now() {
+            Some(rayon::Yield::Executed) => last = Instant::now(),
+            _ if last.elapsed() >= spin => return,
+            _ => std::hint::spin_loop(),
+        }
+    }
+}
+
+/// Pollers the calling thread started that are still running (for tests).
+pub fn pollers_running() -> usize {
+    POLLERS.with(|alive| alive.load(Ordering::Acquire))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rayon::prelude::*;
+
+    #[test]
+    fn pollers_run_the_pools_work_and_stop_when_idle() {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+        pool.install(|| {
+            // Not a driver yet: nothing starts.
+            keep_workers_warm();
+            assert_eq!(pollers_running(), 0);
+            drive_from_current_thread();
+            keep_workers_warm();
+            assert_eq!(pollers_running(), 1, "one poller for the one other worker");
+            // Parallel work still completes (the poller runs stolen halves).
+            for _ in 0..100 {
+                let s: u64 = (0..100_000u64).into_par_iter().map(|v| v * v).sum();
+                assert_eq!(s, (0..100_000u64).map(|v| v * v).sum::<u64>());
+                keep_workers_warm();
+            }
+            // Without work the poller gives up after the spin time.
+            let t = Instant::now();
+            while pollers_running() > 0 {
+                assert!(t.elapsed() < Duration::from_secs(5), "the poller never stopped");
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        });
+    }
+}
