@@ -92,6 +92,41 @@ proptest! {
     fn sparse_kernel_equals_dense_kernel_on_the_masked_matrix(p in problem()) {
         sparse_equals_dense(&p)?;
     }
+
+    #[test]
+    fn gradients_route_every_upstream_entry_to_its_winner_in_order(p in problem(), want in any::<[bool; 3]>()) {
+        let (_, win) = run(Isa::Scalar, &p, true);
+        let Dims { batch, n_in, n_out } = p.d;
+        let g: Vec<f32> = (0..batch * n_out).map(|k| ((k * 7919) % 1013) as f32 * 0.013 - 6.5).collect();
+        // The definition, one entry at a time: x's slots sum over outputs in
+        // order, W's and b's over the batch in order.
+        let (mut gx, mut gw, mut gb) = (vec![0.0f32; batch * n_in], vec![0.0f32; n_out * n_in], vec![0.0f32; n_out]);
+        for n in 0..batch {
+            for j in 0..n_out {
+                let (k, gv) = (win[n * n_out + j] as usize, g[n * n_out + j]);
+                if k < n_in {
+                    gx[n * n_in + k] += gv;
+                }
+            }
+        }
+        for j in 0..n_out {
+            for n in 0..batch {
+                let (k, gv) = (win[n * n_out + j] as usize, g[n * n_out + j]);
+                if k < n_in {
+                    gw[j * n_in + k] += gv;
+                } else if k == n_in {
+                    gb[j] += gv;
+                }
+            }
+        }
+        let got = maxplus::grads(p.d, &win, &g, want);
+        for ((got, expected), wanted) in got.iter().zip([gx, gw, gb]).zip(want) {
+            prop_assert_eq!(got.is_some(), wanted);
+            if let Some(got) = got {
+                prop_assert_eq!(bits(got), bits(&expected));
+            }
+        }
+    }
 }
 
 /// The sparse layer built from `p`'s `-∞` pattern gives the dense layer's

@@ -50,9 +50,8 @@ pub(crate) fn maxplus_backward(
     g: &ArrayD<f32>,
 ) -> [Option<ArrayD<f32>>; 3] {
     let d = Dims { batch: x.shape()[0], n_in: x.shape()[1], n_out: weight.shape()[0] };
-    let (mut gx, mut gw) = (zeros_if_needed(x), zeros_if_needed(weight));
-    let mut gb = bias.and_then(zeros_if_needed);
-    maxplus::scatter_grads(d, winners, g.as_slice().expect("std"), slot(&mut gx), slot(&mut gw), slot(&mut gb));
+    let want = [x.requires_grad(), weight.requires_grad(), bias.is_some_and(Tensor::requires_grad)];
+    let [gx, gw, gb] = maxplus::grads(d, winners, g.as_slice().expect("std"), want);
     [shaped(gx, x), shaped(gw, weight), bias.and_then(|b| shaped(gb, b))]
 }
 

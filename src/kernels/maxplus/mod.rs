@@ -12,7 +12,7 @@
 //! **Winner rule** (PyTorch's `torch.max` on CPU): the lowest index among
 //! exact ties wins; the bias is the last candidate (index `n_in`), so it wins
 //! only when strictly greater than every `x + W`. The backward pass sends
-//! the whole upstream gradient to the winner ([`scatter_grads`]).
+//! the whole upstream gradient to the winner ([`grads`]).
 //!
 //! **NaN / +∞ policy**: the SIMD kernels assume finite inputs, `-∞` weights
 //! allowed (that is how masked/pruned weights are stored). If `x` holds a
@@ -32,6 +32,9 @@ pub mod avx2;
 pub mod avx512;
 pub mod scalar;
 pub mod sparse;
+
+use std::mem::MaybeUninit;
+use std::ops::Range;
 
 use rayon::prelude::*;
 
@@ -360,49 +363,111 @@ impl Kernel<'_> {
 
 /// Gradients of a max-plus product from its winners: every upstream entry
 /// `g[n, j]` goes whole to its winner — `gx[n, i*]` and `gw[j, i*]`, or `gb[j]`
-/// when the bias won. Each output slice is optional (pass an empty slice to
-/// skip it). Deterministic: sums run in batch order.
-pub fn scatter_grads(d: Dims, winners: &[u32], g: &[f32], gx: &mut [f32], gw: &mut [f32], gb: &mut [f32]) {
-    let n_in = d.n_in as u32;
-    if !gx.is_empty() {
-        rows_in_parallel(gx, d.n_in, |n, row| {
-            for j in 0..d.n_out {
-                let k = winners[n * d.n_out + j];
-                if k < n_in {
-                    row[k as usize] += g[n * d.n_out + j];
-                }
-            }
-        });
+/// when the bias won. Returns `[gx [batch, n_in], gw [n_out, n_in], gb [n_out]]`,
+/// each only where `want` asks for it. Deterministic: sums run in batch order.
+///
+/// One parallel region builds them all: each task owns whole rows of a
+/// result, clears them and scatters into them while they are in its cache.
+/// (A separate zero-filling pass over a 512×512 weight gradient, 1 MB, cost
+/// as much as the whole scatter at batch 16.)
+pub fn grads(d: Dims, winners: &[u32], g: &[f32], want: [bool; 3]) -> [Option<Vec<f32>>; 3] {
+    assert!(winners.len() == d.batch * d.n_out && g.len() == winners.len());
+    let Dims { batch, n_in, n_out } = d;
+    let [want_x, want_w, want_b] = want;
+    let mut gx = want_x.then(|| Vec::with_capacity(batch * n_in));
+    let mut gw = want_w.then(|| Vec::with_capacity(n_out * n_in));
+    let mut gb = want_b.then(|| vec![0.0f32; n_out]);
+    // Jobs of up to 16 rows of x (see below), and 4 jobs per thread over W.
+    let (per_n, per_j) = (8, n_out.div_ceil(rayon::current_num_threads() * 4).max(1));
+    let mut jobs = Vec::new();
+    if let Some(gx) = &mut gx {
+        let rows = &mut gx.spare_capacity_mut()[..batch * n_in];
+        jobs.extend(rows.chunks_mut(per_n * n_in.max(1)).enumerate().map(|(t, c)| Rows::X(t * per_n, c)));
     }
-    if !gw.is_empty() {
-        rows_in_parallel(gw, d.n_in, |j, row| {
-            for n in 0..d.batch {
-                let k = winners[n * d.n_out + j];
-                if k < n_in {
-                    row[k as usize] += g[n * d.n_out + j];
-                }
-            }
-        });
+    if want_w || want_b {
+        let mut gw_rows = gw.as_mut().map(|gw| gw.spare_capacity_mut()[..n_out * n_in].chunks_mut(per_j * n_in.max(1)));
+        let mut gb_rows = gb.as_mut().map(|gb| gb.chunks_mut(per_j));
+        for t in 0..n_out.div_ceil(per_j) {
+            let j = t * per_j..((t + 1) * per_j).min(n_out);
+            jobs.push(Rows::W(j, gw_rows.as_mut().and_then(Iterator::next), gb_rows.as_mut().and_then(Iterator::next)));
+        }
     }
-    if !gb.is_empty() {
-        for (j, b) in gb.iter_mut().enumerate() {
-            for n in 0..d.batch {
-                if winners[n * d.n_out + j] == n_in {
-                    *b += g[n * d.n_out + j];
+    let n_in32 = n_in as u32;
+    jobs.into_par_iter().for_each(|job| match job {
+        Rows::X(n0, rows) => {
+            // Output by output, each of the rows in turn: in a row of x the
+            // same few inputs win most outputs, and adding into one slot
+            // output after output is a chain of dependent memory updates;
+            // interleaving the rows gives the core independent chains. Each
+            // slot still sums in output order.
+            let rows = cleared(rows);
+            let count = rows.len() / n_in.max(1);
+            let (kt, gt) = (
+                output_major(winners, n_out, n0..n0 + count, 0..n_out),
+                output_major(g, n_out, n0..n0 + count, 0..n_out),
+            );
+            for (ks, gs) in kt.chunks_exact(count.max(1)).zip(gt.chunks_exact(count.max(1))) {
+                for ((&k, &gv), row) in ks.iter().zip(gs).zip(rows.chunks_exact_mut(n_in.max(1))) {
+                    if k < n_in32 {
+                        row[k as usize] += gv;
+                    }
                 }
             }
         }
-    }
-}
-
-/// `fill(r, row)` for every row of `buf` (rows of `len` values), whole rows
-/// per rayon task, four tasks per thread (a task per row of W cost more in
-/// scheduling than the scatter at batch 16).
-fn rows_in_parallel(buf: &mut [f32], len: usize, fill: impl Fn(usize, &mut [f32]) + Sync + Send) {
-    let per = (buf.len() / len).div_ceil(rayon::current_num_threads() * 4).max(1);
-    buf.par_chunks_mut(per * len).enumerate().for_each(|(t, chunk)| {
-        for (r, row) in (t * per..).zip(chunk.chunks_exact_mut(len)) {
-            fill(r, row);
+        Rows::W(js, gw, mut gb) => {
+            let (kt, gt) = (output_major(winners, n_out, 0..batch, js.clone()), output_major(g, n_out, 0..batch, js));
+            let mut gw_rows = gw.map(|rows| cleared(rows).chunks_mut(n_in.max(1)));
+            for (r, (ks, gs)) in kt.chunks_exact(batch.max(1)).zip(gt.chunks_exact(batch.max(1))).enumerate() {
+                let mut row = gw_rows.as_mut().and_then(Iterator::next);
+                for (&k, &gv) in ks.iter().zip(gs) {
+                    if k < n_in32 {
+                        if let Some(row) = row.as_deref_mut() {
+                            row[k as usize] += gv;
+                        }
+                    } else if k == n_in32
+                        && let Some(gb) = gb.as_deref_mut()
+                    {
+                        gb[r] += gv;
+                    }
+                }
+            }
         }
     });
+    // SAFETY: the jobs cleared every row of gx and gw (`cleared`).
+    unsafe {
+        if let Some(gx) = &mut gx {
+            gx.set_len(batch * n_in);
+        }
+        if let Some(gw) = &mut gw {
+            gw.set_len(n_out * n_in);
+        }
+    }
+    [gx, gw, gb]
+}
+
+/// Rows `rows` × columns `cols` of the `[batch, n_out]` matrix `a`,
+/// output-major (`[cols][rows]`). Read down a column in place, entries
+/// n_out apart (2 KB for 512 outputs) crowd into a few L1 sets and evict
+/// each other.
+fn output_major<E: Copy + Default>(a: &[E], n_out: usize, rows: Range<usize>, cols: Range<usize>) -> Vec<E> {
+    let mut t = vec![E::default(); rows.len() * cols.len()];
+    if !t.is_empty() {
+        let block = &a[rows.start * n_out + cols.start..];
+        crate::kernels::transpose_block_into(block, rows.len(), cols.len(), n_out, &mut t, rows.len());
+    }
+    t
+}
+
+/// The work of one task of [`grads`]: rows of `gx` from row `n0` on, or
+/// rows `js` of `gw` (if wanted) with the same entries of `gb` (if wanted).
+enum Rows<'a> {
+    X(usize, &'a mut [MaybeUninit<f32>]),
+    W(Range<usize>, Option<&'a mut [MaybeUninit<f32>]>, Option<&'a mut [f32]>),
+}
+
+/// `rows` set to zero, and from then on plain floats.
+fn cleared(rows: &mut [MaybeUninit<f32>]) -> &mut [f32] {
+    rows.fill(MaybeUninit::new(0.0));
+    // SAFETY: every element was just written.
+    unsafe { std::slice::from_raw_parts_mut(rows.as_mut_ptr().cast(), rows.len()) }
 }
