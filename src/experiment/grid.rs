@@ -84,7 +84,7 @@ pub fn run_grid<T: Sync, R: Send>(
                     let Some(i) = queue.lock().expect("lock").pop_front() else { return };
                     let bar = multi.add(ProgressBar::new(0).with_style(style.clone()).with_prefix(label(&tasks[i])));
                     let run = || {
-                        crate::kernels::drive_from_current_thread();
+                        let _driving = crate::kernels::drive_from_current_thread();
                         f(&tasks[i], &bar)
                     };
                     match pool.install(run).with_context(|| format!("run {}", label(&tasks[i]))) {

@@ -41,7 +41,7 @@ pub mod maxplus;
 mod pool;
 mod transpose;
 
-pub use pool::{adopt_calling_thread, drive_from_current_thread, keep_workers_warm, pollers_running};
+pub use pool::{Driving, adopt_calling_thread, drive_from_current_thread, keep_workers_warm};
 pub use transpose::{transpose_block_into, transpose_into};
 
 use rayon::prelude::*;

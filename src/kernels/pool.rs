@@ -14,7 +14,8 @@
 //! they sleep.
 //!
 //! The thread that runs ops (the *driver*: `main` after
-//! [`adopt_calling_thread`], each run of an experiment grid) calls
+//! [`adopt_calling_thread`], each run of an experiment grid while it holds
+//! [`drive_from_current_thread`]'s guard) calls
 //! [`keep_workers_warm`] as ops complete. That sends every other worker of
 //! its pool a job that polls the pool for work — running any it finds, as
 //! rayon's own idle loop would — until it has found none for the spin time
@@ -29,15 +30,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// Make the calling thread worker 0 of rayon's global pool (of
-/// `RAYON_NUM_THREADS` threads, or one per core) and the driver of its ops
-/// (see [`drive_from_current_thread`]). Without it, every parallel op called
-/// from a thread outside the pool hands its work to a pool thread and sleeps
-/// until it is done: two context switches per op, tens of µs — more than a
-/// sparse max-plus layer's whole forward pass. Call it once at the start of
-/// `main`, before anything uses rayon (the CLI and the benches do); returns
-/// false if the global pool already existed.
+/// `RAYON_NUM_THREADS` threads, or one per core) and, for the rest of its
+/// life, the driver of its ops (see [`drive_from_current_thread`]). Without
+/// it, every parallel op called from a thread outside the pool hands its work
+/// to a pool thread and sleeps until it is done: two context switches per op,
+/// tens of µs — more than a sparse max-plus layer's whole forward pass. Call
+/// it once at the start of `main`, before anything uses rayon (the CLI and
+/// the benches do); returns false if the global pool already existed.
 pub fn adopt_calling_thread() -> bool {
-    drive_from_current_thread();
+    DRIVER.with(|d| d.set(true));
     rayon::ThreadPoolBuilder::new().use_current_thread().build_global().is_ok()
 }
 
@@ -49,19 +50,39 @@ thread_local! {
 }
 
 /// Mark the calling thread, a member of a rayon pool, as the one running a
-/// chain of ops (a training run): from now on [`keep_workers_warm`] called on
-/// it keeps the pool's other workers polling. Only drivers do, because a
-/// poller must never run on the driver itself — it would hold the driver in
-/// its loop — and a thread running a task stolen from a driver is not one.
-pub fn drive_from_current_thread() {
+/// chain of ops (a training run) until the returned guard is dropped: in
+/// between, [`keep_workers_warm`] called on it keeps the pool's other
+/// workers polling. Only drivers do, because a poller must never run on the
+/// driver itself — it would hold the driver in its loop — and a pool thread
+/// that once drove a run and now runs tasks stolen from another must not
+/// send pollers to it.
+#[must_use = "the thread drives ops only while the guard lives"]
+pub fn drive_from_current_thread() -> Driving {
     DRIVER.with(|d| d.set(true));
+    Driving(std::marker::PhantomData)
+}
+
+/// While alive, the thread that created it is a driver (not `Send`: the
+/// mark belongs to that thread).
+pub struct Driving(std::marker::PhantomData<*const ()>);
+
+impl Drop for Driving {
+    fn drop(&mut self) {
+        DRIVER.with(|d| d.set(false));
+    }
 }
 
 /// How long a poller keeps polling after the last work it found.
 fn spin_time() -> Duration {
     static SPIN: OnceLock<Duration> = OnceLock::new();
     *SPIN.get_or_init(|| {
-        let us = std::env::var("MORPHGRAD_SPIN_US").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
+        let us = match std::env::var("MORPHGRAD_SPIN_US") {
+            Err(_) => 1000,
+            Ok(v) => v.trim().parse().unwrap_or_else(|_| {
+                eprintln!("warning: MORPHGRAD_SPIN_US={v:?} is not a whole number of microseconds; using 1000 (0 turns spinning off)");
+                1000
+            }),
+        };
         Duration::from_micros(us)
     })
 }
@@ -106,8 +127,9 @@ fn poll(spin: Duration) {
     }
 }
 
-/// Pollers the calling thread started that are still running (for tests).
-pub fn pollers_running() -> usize {
+/// Pollers the calling thread started that are still running.
+#[cfg(test)]
+fn pollers_running() -> usize {
     POLLERS.with(|alive| alive.load(Ordering::Acquire))
 }
 
@@ -123,7 +145,7 @@ mod tests {
             // Not a driver yet: nothing starts.
             keep_workers_warm();
             assert_eq!(pollers_running(), 0);
-            drive_from_current_thread();
+            let driving = drive_from_current_thread();
             keep_workers_warm();
             assert_eq!(pollers_running(), 1, "one poller for the one other worker");
             // Parallel work still completes (the poller runs stolen halves).
@@ -138,6 +160,10 @@ mod tests {
                 assert!(t.elapsed() < Duration::from_secs(5), "the poller never stopped");
                 std::thread::sleep(Duration::from_micros(200));
             }
+            // No longer a driver once the guard is gone.
+            drop(driving);
+            keep_workers_warm();
+            assert_eq!(pollers_running(), 0);
         });
     }
 }
