@@ -267,11 +267,6 @@ impl Kernel<'_> {
         &self.w[j * self.d.n_in..(j + 1) * self.d.n_in]
     }
 
-    /// Row `n` of `x`.
-    pub fn x_row(&self, n: usize) -> &[f32] {
-        &self.x[n * self.d.n_in..(n + 1) * self.d.n_in]
-    }
-
     /// Run `tile(j, nb, full)` over columns `[j0, j1)` in register tiles of
     /// `tile_j` columns (`full`) or single columns at the ragged end, and
     /// every panel `nb` of `lanes` rows. Each tile's rows of W are checked
@@ -364,7 +359,9 @@ impl Kernel<'_> {
 /// Gradients of a max-plus product from its winners: every upstream entry
 /// `g[n, j]` goes whole to its winner — `gx[n, i*]` and `gw[j, i*]`, or `gb[j]`
 /// when the bias won. Returns `[gx [batch, n_in], gw [n_out, n_in], gb [n_out]]`,
-/// each only where `want` asks for it. Deterministic: sums run in batch order.
+/// each only where `want` asks for it. Deterministic: a slot of `gx` sums
+/// over the outputs in output order, one of `gw` or `gb` over the batch in
+/// batch order, whatever the thread count.
 ///
 /// One parallel region builds them all: each task owns whole rows of a
 /// result, clears them and scatters into them while they are in its cache.
@@ -377,7 +374,7 @@ pub fn grads(d: Dims, winners: &[u32], g: &[f32], want: [bool; 3]) -> [Option<Ve
     let mut gx = want_x.then(|| Vec::with_capacity(batch * n_in));
     let mut gw = want_w.then(|| Vec::with_capacity(n_out * n_in));
     let mut gb = want_b.then(|| vec![0.0f32; n_out]);
-    // Jobs of up to 16 rows of x (see below), and 4 jobs per thread over W.
+    // Jobs of up to 8 rows of x (see below), and 4 jobs per thread over W.
     let (per_n, per_j) = (8, n_out.div_ceil(rayon::current_num_threads() * 4).max(1));
     let mut jobs = Vec::new();
     if let Some(gx) = &mut gx {
