@@ -86,6 +86,12 @@ proptest! {
             let (y_fast, _) = run(isa, &p, false);
             prop_assert!(y_fast.iter().zip(&y_ref).all(|(a, b)| a == b), "{:?} values without winners", isa);
         }
+        // Into new buffers (what the layer calls): the same results.
+        let (y_new, w_new) = maxplus::forward_new(p.d, &p.x, &p.w, p.bias.as_deref(), true);
+        prop_assert_eq!(bits(&y_new), bits(&y_ref));
+        prop_assert_eq!(&w_new, &w_ref);
+        let (y_new, w_new) = maxplus::forward_new(p.d, &p.x, &p.w, p.bias.as_deref(), false);
+        prop_assert!(w_new.is_empty() && y_new.iter().zip(&y_ref).all(|(a, b)| a == b), "new buffers without winners");
     }
 
     #[test]
@@ -329,5 +335,8 @@ fn nan_or_plus_infinity_weights_anywhere_give_the_scalar_results_in_every_kernel
                 }
             }
         }
+        // New buffers: the SIMD attempt stops part-way, the exact path fills them all.
+        let (y, win) = maxplus::forward_new(d, &p.x, &p.w, p.bias.as_deref(), true);
+        assert_eq!((bits(&y), win), (bits(&y_ref), w_ref), "forward_new: bad weight at ({row}, {input})");
     }
 }

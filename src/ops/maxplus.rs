@@ -34,9 +34,7 @@ pub fn maxplus(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Tensor {
         assert_eq!(b.shape(), &[d.n_out], "maxplus: bias {:?} for {} outputs", b.shape(), d.n_out);
     }
     let record = is_recording(&[x, weight]) || bias.is_some_and(|b| is_recording(&[b]));
-    let mut y = vec![0.0f32; d.batch * d.n_out];
-    let mut winners = if record { vec![0u32; y.len()] } else { Vec::new() };
-    maxplus::forward(d, x.data(), weight.data(), bias.map(|b| b.data()), &mut y, record.then_some(&mut winners[..]));
+    let (y, winners) = maxplus::forward_new(d, x.data(), weight.data(), bias.map(|b| b.data()), record);
     let v = ArrayD::from_shape_vec(IxDyn(&[d.batch, d.n_out]), y).expect("N*out");
     Tensor::from_op(v, Op::MaxPlus { x: x.clone(), weight: weight.clone(), bias: bias.cloned(), winners })
 }

@@ -132,6 +132,31 @@ pub fn forward(d: Dims, x: &[f32], w: &[f32], bias: Option<&[f32]>, y: &mut [f32
     forward_with(Isa::detect(), d, x, w, bias, y, winners);
 }
 
+/// [`forward`] into new buffers: `(y, winners)`, `winners` empty unless
+/// `with_winners`. The SIMD kernels write every output, so the buffers are
+/// never zero-filled first (at batch 64 that was 256 KB of stores on one
+/// core, and lines the other core then had to take over).
+pub fn forward_new(d: Dims, x: &[f32], w: &[f32], bias: Option<&[f32]>, with_winners: bool) -> (Vec<f32>, Vec<u32>) {
+    check_shapes(d, x, w, bias);
+    let n = d.batch * d.n_out;
+    let (mut y, mut winners) = (Vec::with_capacity(n), Vec::with_capacity(if with_winners { n } else { 0 }));
+    let out =
+        Out { y: y.as_mut_ptr(), winners: if with_winners { winners.as_mut_ptr() } else { std::ptr::null_mut() } };
+    // SAFETY: both buffers have room for n outputs; the detected ISA is available.
+    if n > 0 && unsafe { try_simd(Isa::detect(), d, x, w, bias, out) } {
+        // SAFETY: the SIMD kernels wrote all n outputs (and winners if asked).
+        unsafe {
+            y.set_len(n);
+            winners.set_len(if with_winners { n } else { 0 });
+        }
+    } else {
+        y.resize(n, 0.0);
+        winners.resize(if with_winners { n } else { 0 }, 0);
+        forward_scalar(d, x, w, bias, &mut y, with_winners.then_some(&mut winners[..]));
+    }
+    (y, winners)
+}
+
 /// The max-plus product with a chosen kernel (for tests and benches; panics
 /// if the CPU lacks it). Every kernel gives the scalar results: where the
 /// SIMD kernels' assumptions fail (see the module docs) the product is
@@ -146,33 +171,45 @@ pub fn forward_with(
     mut winners: Option<&mut [u32]>,
 ) {
     assert!(isa.is_available(), "{isa:?} kernels are not supported by this CPU");
-    assert!(x.len() == d.batch * d.n_in && w.len() == d.n_out * d.n_in && y.len() == d.batch * d.n_out);
-    assert!(bias.is_none_or(|b| b.len() == d.n_out));
+    check_shapes(d, x, w, bias);
+    assert_eq!(y.len(), d.batch * d.n_out);
     if let Some(wn) = &winners {
         assert_eq!(wn.len(), y.len());
     }
-    if d.batch == 0 || d.n_out == 0 {
+    let out =
+        Out { y: y.as_mut_ptr(), winners: winners.as_deref_mut().map_or(std::ptr::null_mut(), |w| w.as_mut_ptr()) };
+    // SAFETY: y (and winners) hold batch·n_out outputs; the ISA is available.
+    if y.is_empty() || unsafe { try_simd(isa, d, x, w, bias, out) } {
         return;
     }
-    // x and the bias are small next to W and checked here; W is checked by
-    // the kernel's tasks, each on its own rows just before it reads them
-    // (a separate pass over W cost a sixth of the forward at batch 16).
+    forward_scalar(d, x, w, bias, y, winners);
+}
+
+fn check_shapes(d: Dims, x: &[f32], w: &[f32], bias: Option<&[f32]>) {
+    assert!(x.len() == d.batch * d.n_in && w.len() == d.n_out * d.n_in);
+    assert!(bias.is_none_or(|b| b.len() == d.n_out));
+}
+
+/// The SIMD product into `out`, if `isa` is a SIMD one and its assumptions
+/// hold; false (outputs unspecified) otherwise. x and the bias are small
+/// next to W and checked here; W is checked by the kernel's tasks, each on
+/// its own rows just before it reads them (a separate pass over W cost a
+/// sixth of the forward at batch 16).
+///
+/// # Safety
+/// `isa` must be available; `out.y` (and `out.winners` unless null) must be
+/// valid for writes of `batch · n_out` values, with `batch · n_out > 0`.
+unsafe fn try_simd(isa: Isa, d: Dims, x: &[f32], w: &[f32], bias: Option<&[f32]>, out: Out) -> bool {
     let simd = isa != Isa::Scalar && d.n_in > 0 && !any_non_finite(x) && !bias.is_some_and(any_nan_or_pos_inf);
-    if !(simd && forward_simd(isa, d, x, w, bias, y, winners.as_deref_mut())) {
-        forward_scalar(d, x, w, bias, y, winners);
-    }
+    // SAFETY: passed on from the caller.
+    simd && unsafe { forward_simd(isa, d, x, w, bias, out) }
 }
 
 /// The SIMD product; false (outputs unspecified) if `W` holds a NaN or +∞.
-fn forward_simd(
-    isa: Isa,
-    d: Dims,
-    x: &[f32],
-    w: &[f32],
-    bias: Option<&[f32]>,
-    y: &mut [f32],
-    winners: Option<&mut [u32]>,
-) -> bool {
+///
+/// # Safety
+/// As [`try_simd`], and `isa` is not `Scalar` and `n_in > 0`.
+unsafe fn forward_simd(isa: Isa, d: Dims, x: &[f32], w: &[f32], bias: Option<&[f32]>, out: Out) -> bool {
     // Lanes run along the batch. The kernels read x as panels of `lanes`
     // rows, each stored input-major `[n_in][lanes]`, so the inner loop
     // streams through contiguous memory; packing x is cheap next to the
@@ -183,14 +220,13 @@ fn forward_simd(
     for (rows, panel) in x.chunks(lanes * d.n_in).zip(xp.chunks_exact_mut(lanes * d.n_in)) {
         crate::kernels::transpose_block_into(rows, rows.len() / d.n_in, d.n_in, d.n_in, panel, lanes);
     }
-    let out = Out { y: y.as_mut_ptr(), winners: winners.map_or(std::ptr::null_mut(), |w| w.as_mut_ptr()) };
     let k = Kernel { d, bp, x, xp: &xp, w, bias, out };
     // Tasks own disjoint ranges of whole register tiles of output columns.
     let cols = tile_cols(isa);
     let per_task = d.n_out.div_ceil(rayon::current_num_threads() * 4).div_ceil(cols).max(1) * cols;
     (0..d.n_out.div_ceil(per_task)).into_par_iter().all(|t| {
         let (j0, j1) = (t * per_task, ((t + 1) * per_task).min(d.n_out));
-        // SAFETY: `isa.is_available()` was asserted by the caller; tasks write disjoint columns.
+        // SAFETY: `isa` is available (the caller's contract); tasks write disjoint columns.
         unsafe {
             match isa {
                 Isa::Avx512 => avx512::columns(&k, j0, j1),
