@@ -243,6 +243,22 @@ fn all_inactive_rows_without_bias_output_minus_infinity_from_index_zero() {
 }
 
 #[test]
+fn empty_batches_and_layers_give_empty_outputs() {
+    for (batch, n_in, n_out) in [(0, 5, 3), (4, 5, 0), (0, 0, 0), (3, 0, 2)] {
+        let d = Dims { batch, n_in, n_out };
+        let (x, w) = (vec![0.25f32; batch * n_in], vec![0.5f32; n_out * n_in]);
+        let (y, win) = maxplus::forward_new(d, &x, &w, None, true);
+        assert_eq!((y.len(), win.len()), (batch * n_out, batch * n_out), "{d:?}");
+        // No inputs and no bias: every output is -inf with no winner.
+        assert!(y.iter().all(|&v| v == f32::NEG_INFINITY) && win.iter().all(|&k| k == maxplus::NONE), "{d:?}");
+        let grads = maxplus::grads(d, &win, &vec![1.0; batch * n_out], [true, true, true]);
+        let sizes: Vec<usize> = grads.iter().map(|g| g.as_ref().map_or(usize::MAX, Vec::len)).collect();
+        assert_eq!(sizes, [batch * n_in, n_out * n_in, n_out], "{d:?}");
+        assert!(grads.iter().flatten().flatten().all(|&v| v == 0.0), "{d:?}");
+    }
+}
+
+#[test]
 fn nan_inputs_propagate_like_torch_max() {
     let mut x = vec![0.5f32; 2 * 20];
     x[7] = f32::NAN; // row 0, input 7

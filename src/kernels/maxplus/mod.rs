@@ -144,8 +144,11 @@ pub fn forward_new(d: Dims, x: &[f32], w: &[f32], bias: Option<&[f32]>, with_win
     let (mut y, mut winners) = (Vec::with_capacity(n), Vec::with_capacity(if with_winners { n } else { 0 }));
     let out =
         Out { y: y.as_mut_ptr(), winners: if with_winners { winners.as_mut_ptr() } else { std::ptr::null_mut() } };
-    // SAFETY: both buffers have room for n outputs; the detected ISA is available.
-    if n > 0 && unsafe { try_simd(Isa::detect(), d, x, w, bias, out) } {
+    if n == 0 {
+        return (y, winners);
+    }
+    // SAFETY: both buffers have room for n > 0 outputs; the detected ISA is available.
+    if unsafe { try_simd(Isa::detect(), d, x, w, bias, out) } {
         // SAFETY: the SIMD kernels wrote all n outputs (and winners if asked).
         unsafe {
             y.set_len(n);
