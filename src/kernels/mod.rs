@@ -92,19 +92,6 @@ pub fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     })
 }
 
-/// `n` zeros, written by every rayon thread when `n` is large: a reused heap
-/// block must be cleared by hand, and one core alone clears ~1 MB in the
-/// time a max-plus layer needs for its whole backward pass.
-pub fn zeroed(n: usize) -> Vec<f32> {
-    // Below 1 MB one core clears it faster than another can be woken.
-    if n < 1 << 18 {
-        return vec![0.0; n];
-    }
-    let mut v = Vec::with_capacity(n);
-    v.par_extend(rayon::iter::repeat_n(0.0f32, n));
-    v
-}
-
 /// Keep freed tensor buffers in the process instead of returning them to the
 /// kernel after every op.
 ///

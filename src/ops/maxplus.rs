@@ -55,7 +55,7 @@ pub(crate) fn maxplus_backward(
 
 /// A zeroed gradient buffer for `t`, if `t` wants a gradient.
 fn zeros_if_needed(t: &Tensor) -> Option<Vec<f32>> {
-    t.requires_grad().then(|| crate::kernels::zeroed(t.numel()))
+    t.requires_grad().then(|| vec![0.0; t.numel()])
 }
 
 /// The buffer to scatter into; an empty slice tells the kernel to skip it.

@@ -508,7 +508,9 @@ pub fn grads(d: Dims, winners: &[u32], g: &[f32], want: [bool; 3]) -> [Option<Ve
 /// Rows `rows` × columns `cols` of the `[batch, n_out]` matrix `a`,
 /// output-major (`[cols][rows]`). Read down a column in place, entries
 /// n_out apart (2 KB for 512 outputs) crowd into a few L1 sets and evict
-/// each other.
+/// each other. Each job of [`grads`] copies only its own block, inside the
+/// parallel region: one shared transpose of the whole matrices before it
+/// measured slower at batch 64 (450–473 against 423–435 µs fwd+bwd).
 fn output_major<E: Copy + Default>(a: &[E], n_out: usize, rows: Range<usize>, cols: Range<usize>) -> Vec<E> {
     let mut t = vec![E::default(); rows.len() * cols.len()];
     if !t.is_empty() {
