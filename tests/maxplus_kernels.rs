@@ -328,20 +328,38 @@ fn signed_zero_maxima_keep_the_first_candidates_sign_in_every_kernel() {
 
 #[test]
 fn nan_or_plus_infinity_weights_anywhere_give_the_scalar_results_in_every_kernel() {
-    // Each SIMD task checks the rows of W it owns, tile by tile: a bad value
-    // in any of them — the first or last row, a row of the single-column
-    // tiles at the ragged end, the last partial block of inputs — must send
-    // the whole product to the exact path.
+    // Each SIMD tile checks the rows of W it reads as it computes: a bad
+    // value in any of them — the first or last row, a row of the
+    // single-column tiles at the ragged end, the last partial block of
+    // inputs, a NaN with its sign bit set — must send the whole product to
+    // the exact path. Every ninth weight is -∞ (inactive), so tiles also
+    // add -∞ to +∞; huge finite weights that overflow the check's sum must
+    // still give the scalar results.
     let d = Dims { batch: 20, n_in: 100, n_out: 515 }; // 100 = 6 blocks of 16 + 4; 515 = 64 tiles of 8 + 3
     let x: Vec<f32> = (0..d.batch * d.n_in).map(|k| (k % 13) as f32 * 0.25 - 1.0).collect();
-    for (row, input, bad) in
-        [(511, 7, f32::NAN), (300, 50, f32::INFINITY), (0, 0, f32::NAN), (514, 98, f32::NAN), (513, 99, f32::INFINITY)]
-    {
-        let mut w: Vec<f32> = (0..d.n_out * d.n_in).map(|k| (k % 17) as f32 * 0.125 - 1.0).collect();
+    for (row, input, bad) in [
+        (511, 7, f32::NAN),
+        (300, 50, f32::INFINITY),
+        (0, 0, f32::NAN),
+        (514, 98, f32::NAN),
+        (513, 99, f32::INFINITY),
+        (200, 33, -f32::NAN),
+        (100, 64, f32::MAX),
+    ] {
+        let mut w: Vec<f32> = (0..d.n_out * d.n_in)
+            .map(|k| if k % 9 == 4 { f32::NEG_INFINITY } else { (k % 17) as f32 * 0.125 - 1.0 })
+            .collect();
         w[row * d.n_in + input] = bad;
+        if bad == f32::MAX {
+            w[row * d.n_in..(row + 1) * d.n_in].iter_mut().for_each(|v| *v = f32::MAX);
+        }
         let p = Problem { d, x: x.clone(), w, bias: Some(vec![0.5; d.n_out]) };
         let (y_ref, w_ref) = run(Isa::Scalar, &p, true);
-        assert!(y_ref[row].is_nan() || y_ref[row] == f32::INFINITY, "row {row} sees its bad weight: {}", y_ref[row]);
+        assert!(
+            bad == f32::MAX || y_ref[row].is_nan() || y_ref[row] == f32::INFINITY,
+            "row {row} sees its bad weight: {}",
+            y_ref[row]
+        );
         for isa in Isa::available() {
             for winners in [true, false] {
                 let (y, win) = run(isa, &p, winners);

@@ -26,17 +26,18 @@ const LANES: usize = 16;
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 pub unsafe fn columns(k: &Kernel<'_>, j0: usize, j1: usize) -> bool {
-    k.walk(j0, j1, TILE_J, LANES, |j, nb, full| {
+    k.walk(j0, j1, TILE_J, LANES, |j, nb, full, check| {
         // SAFETY: AVX-512F is enabled (see the caller's contract); the task owns the tile's columns.
-        unsafe { if full { tile::<TILE_J>(k, j, nb) } else { tile::<1>(k, j, nb) } }
+        unsafe { if full { tile::<TILE_J>(k, j, nb, check) } else { tile::<1>(k, j, nb, check) } }
     })
 }
 
-/// Rows `[nb, nb+16)` × columns `[j, j+NJ)`.
+/// Rows `[nb, nb+16)` × columns `[j, j+NJ)`; with `check`, false (nothing
+/// written) if their rows of W hold a NaN or +∞.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[inline]
-unsafe fn tile<const NJ: usize>(k: &Kernel<'_>, j: usize, nb: usize) {
+unsafe fn tile<const NJ: usize>(k: &Kernel<'_>, j: usize, nb: usize, check: bool) -> bool {
     let n_in = k.d.n_in;
     let track = k.want_winners();
     let xp = k.xp[nb * n_in..].as_ptr();
@@ -45,14 +46,24 @@ unsafe fn tile<const NJ: usize>(k: &Kernel<'_>, j: usize, nb: usize) {
     let wr: [*const f32; NJ] = std::hint::black_box(std::array::from_fn(|c| k.w_row(j + c).as_ptr()));
     let mut acc = [_mm512_set1_ps(f32::NEG_INFINITY); NJ];
     let mut blk = [_mm512_setzero_si512(); NJ];
+    let mut w_sum = _mm512_setzero_ps();
     for t in 0..n_in.div_ceil(BLOCK) {
+        let (i0, i1) = (t * BLOCK, ((t + 1) * BLOCK).min(n_in));
         let mut bm = [_mm512_set1_ps(f32::NEG_INFINITY); NJ];
-        for i in t * BLOCK..((t + 1) * BLOCK).min(n_in) {
+        for i in i0..i1 {
             // SAFETY: i < n_in keeps xp + 16i + 16 and every wr[c] + i in bounds.
             let xv = unsafe { _mm512_loadu_ps(xp.add(i * LANES)) };
             for c in 0..NJ {
                 let wv = _mm512_set1_ps(unsafe { *wr[c].add(i) });
                 bm[c] = _mm512_max_ps(bm[c], _mm512_add_ps(xv, wv));
+            }
+        }
+        if check {
+            // The block's weights, W[j + c, i0..i1], one register per row.
+            let lanes = (u32::MAX >> (32 - (i1 - i0))) as __mmask16;
+            for r in wr {
+                // SAFETY: the mask keeps the load inside the row's [i0, i1).
+                w_sum = _mm512_add_ps(w_sum, unsafe { _mm512_maskz_loadu_ps(lanes, r.add(i0)) });
             }
         }
         if track {
@@ -69,6 +80,9 @@ unsafe fn tile<const NJ: usize>(k: &Kernel<'_>, j: usize, nb: usize) {
             }
         }
     }
+    if check && _mm512_cmp_ps_mask::<_CMP_NLT_UQ>(w_sum, _mm512_set1_ps(f32::INFINITY)) != 0 {
+        return false;
+    }
     let (mut m, mut b) = ([[0.0f32; LANES]; NJ], [[0u32; LANES]; NJ]);
     for c in 0..NJ {
         // SAFETY: each array holds 16 elements.
@@ -79,6 +93,7 @@ unsafe fn tile<const NJ: usize>(k: &Kernel<'_>, j: usize, nb: usize) {
     }
     // SAFETY: this task owns columns j..j+NJ; `first_match` reads `len` elements.
     unsafe { k.resolve_tile(j, nb, &m, &b, |x, w, m, len| first_match(x, w, m, len)) };
+    true
 }
 
 /// The first `i < len` (one block: `len ≤ 16`) with `x[i] + w[i] == m`:

@@ -18,6 +18,13 @@
 //! allowed (that is how masked/pruned weights are stored). If `x` holds a
 //! non-finite value or `W`/`b` a NaN or `+∞`, [`forward`] takes the scalar
 //! path, which propagates NaN like `torch.max` (the first NaN wins).
+//! The kernels look for NaN and +∞ in `W` without a pass of their own: a
+//! tile adds up, lane by lane, the rows of `W` it reads (one add per 16
+//! weights, next to 16 × 16 add + max pairs), and checks the sum before it
+//! writes anything. The sum is NaN or +∞ if any weight is NaN or +∞ (`-∞`
+//! plus `+∞` is NaN); a sum of finite weights can also overflow to +∞, but
+//! only with weights beyond ~10³⁵, which then take the exact path as well —
+//! slower, never wrong.
 //!
 //! **How the SIMD kernels track winners cheaply.** Keeping an index per lane
 //! on every candidate doubles the instruction count. Instead the `i` loop is
@@ -197,9 +204,10 @@ fn check_shapes(d: Dims, x: &[f32], w: &[f32], bias: Option<&[f32]>) {
 
 /// The SIMD product into `out`, if `isa` is a SIMD one and its assumptions
 /// hold; false (outputs unspecified) otherwise. x and the bias are small
-/// next to W and checked here; W is checked by the kernel's tasks, each on
-/// its own rows just before it reads them (a separate pass over W cost a
-/// sixth of the forward at batch 16).
+/// next to W and checked here; W is checked by the kernel's tiles as they
+/// read it ([`Kernel::walk`]; a separate pass over W cost a sixth of the
+/// forward at batch 16, a check of each tile's rows before computing it a
+/// tenth).
 ///
 /// # Safety
 /// `isa` must be available; `out.y` (and `out.winners` unless null) must be
@@ -330,11 +338,12 @@ impl Kernel<'_> {
         &self.w[j * self.d.n_in..(j + 1) * self.d.n_in]
     }
 
-    /// Run `tile(j, nb, full)` over columns `[j0, j1)` in register tiles of
-    /// `tile_j` columns (`full`) or single columns at the ragged end, and
-    /// every panel `nb` of `lanes` rows. Each tile's rows of W are checked
-    /// for NaN and +∞ first, while they come into the cache for the tile:
-    /// false (stopping early) if any is found.
+    /// Run `tile(j, nb, full, check)` over columns `[j0, j1)` in register
+    /// tiles of `tile_j` columns (`full`) or single columns at the ragged
+    /// end, and every panel `nb` of `lanes` rows; false (stopping early) as
+    /// soon as a tile returns false. The first panel of each column range
+    /// gets `check`: that tile also checks its rows of W for NaN and +∞ (see
+    /// the module docs), and returns false instead of writing if it finds one.
     #[inline(always)]
     pub fn walk(
         &self,
@@ -342,16 +351,15 @@ impl Kernel<'_> {
         j1: usize,
         tile_j: usize,
         lanes: usize,
-        mut tile: impl FnMut(usize, usize, bool),
+        mut tile: impl FnMut(usize, usize, bool, bool) -> bool,
     ) -> bool {
         let mut j = j0;
         while j < j1 {
             let nj = if j + tile_j <= j1 { tile_j } else { 1 };
-            if any_nan_or_pos_inf(&self.w[j * self.d.n_in..(j + nj) * self.d.n_in]) {
-                return false;
-            }
             for nb in (0..self.bp).step_by(lanes) {
-                tile(j, nb, nj == tile_j);
+                if !tile(j, nb, nj == tile_j, nb == 0) {
+                    return false;
+                }
             }
             j += nj;
         }
