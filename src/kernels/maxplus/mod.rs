@@ -378,7 +378,8 @@ impl Kernel<'_> {
     /// exactly the scalar result, even the sign of a zero: `max` returns one
     /// of its operands, so a nonzero maximum has the very bits of that sum,
     /// and only a zero (whose sign may differ from the first candidate
-    /// reaching it) is recomputed.
+    /// reaching it) is recomputed; without winners, from the first
+    /// candidate of the row that is zero.
     ///
     /// # Safety
     /// The calling task must own columns `[j, j + NJ)`, which must exist;
@@ -421,6 +422,37 @@ impl Kernel<'_> {
                     };
                     *self.out.y.add(at + c) = v;
                     *self.out.winners.add(at + c) = win as u32;
+                }
+            }
+        }
+        if !track && m.iter().flatten().fold(false, |z, &v| z | (v == 0.0)) {
+            // SAFETY: passed on from the caller.
+            unsafe { self.zero_maxima_without_winners(j, nb, m) };
+        }
+    }
+
+    /// Give zero maxima of a tile written without winners the sign of the
+    /// first candidate reaching them (rare, so out of line).
+    ///
+    /// # Safety
+    /// As [`Kernel::resolve_tile`].
+    #[cold]
+    #[inline(never)]
+    unsafe fn zero_maxima_without_winners<const NJ: usize, const L: usize>(
+        &self,
+        j: usize,
+        nb: usize,
+        m: &[[f32; L]; NJ],
+    ) {
+        let Dims { batch, n_in, n_out } = self.d;
+        for (c, m) in m.iter().enumerate() {
+            let wr = self.w_row(j + c);
+            for (n, &mv) in (nb..batch).zip(m) {
+                if mv == 0.0 && !self.bias.is_some_and(|b| b[j + c] > mv) {
+                    let xr = &self.x[n * n_in..(n + 1) * n_in];
+                    let v = xr.iter().zip(wr).map(|(a, b)| a + b).find(|&v| v == 0.0);
+                    // SAFETY: n < batch and j + c < n_out; the caller owns the column.
+                    unsafe { *self.out.y.add(n * n_out + j + c) = v.expect("the maximum is one of the sums") };
                 }
             }
         }
