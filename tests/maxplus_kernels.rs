@@ -82,16 +82,17 @@ proptest! {
             let (y, w) = run(isa, &p, true);
             prop_assert_eq!(bits(&y), bits(&y_ref), "{:?} values", isa);
             prop_assert_eq!(&w, &w_ref, "{:?} winners", isa);
-            // Without winners the values are the same maxima (a zero's sign may differ).
             let (y_fast, _) = run(isa, &p, false);
-            prop_assert!(y_fast.iter().zip(&y_ref).all(|(a, b)| a == b), "{:?} values without winners", isa);
+            prop_assert_eq!(bits(&y_fast), bits(&y_ref), "{:?} values without winners", isa);
         }
-        // Into new buffers (what the layer calls): the same results.
-        let (y_new, w_new) = maxplus::forward_new(p.d, &p.x, &p.w, p.bias.as_deref(), true);
-        prop_assert_eq!(bits(&y_new), bits(&y_ref));
-        prop_assert_eq!(&w_new, &w_ref);
-        let (y_new, w_new) = maxplus::forward_new(p.d, &p.x, &p.w, p.bias.as_deref(), false);
-        prop_assert!(w_new.is_empty() && y_new.iter().zip(&y_ref).all(|(a, b)| a == b), "new buffers without winners");
+        // Into new buffers (what the layer calls): the same results, and a
+        // zero-filled weight gradient buffer when asked for.
+        for (winners, zeroed_gw) in [(true, true), (true, false), (false, false)] {
+            let out = maxplus::forward_new(p.d, &p.x, &p.w, p.bias.as_deref(), winners, zeroed_gw);
+            prop_assert_eq!(bits(&out.y), bits(&y_ref));
+            prop_assert_eq!(&out.winners, if winners { &w_ref } else { &Vec::new() });
+            prop_assert_eq!(out.grad_w.map(|g| bits(&g)), zeroed_gw.then(|| vec![0; p.w.len()]));
+        }
     }
 
     #[test]
@@ -125,11 +126,14 @@ proptest! {
                 }
             }
         }
-        let got = maxplus::grads(p.d, &win, &g, want);
-        for ((got, expected), wanted) in got.iter().zip([gx, gw, gb]).zip(want) {
-            prop_assert_eq!(got.is_some(), wanted);
-            if let Some(got) = got {
-                prop_assert_eq!(bits(got), bits(&expected));
+        // Also into the forward's zero-filled buffer (which is not cleared again).
+        let zeroed = maxplus::forward_new(p.d, &p.x, &p.w, p.bias.as_deref(), true, true).grad_w;
+        for got in [maxplus::grads(p.d, &win, &g, want), maxplus::grads_with(p.d, &win, &g, want, zeroed)] {
+            for ((got, expected), wanted) in got.iter().zip([&gx, &gw, &gb]).zip(want) {
+                prop_assert_eq!(got.is_some(), wanted);
+                if let Some(got) = got {
+                    prop_assert_eq!(bits(got), bits(expected));
+                }
             }
         }
     }
@@ -247,8 +251,9 @@ fn empty_batches_and_layers_give_empty_outputs() {
     for (batch, n_in, n_out) in [(0, 5, 3), (4, 5, 0), (0, 0, 0), (3, 0, 2)] {
         let d = Dims { batch, n_in, n_out };
         let (x, w) = (vec![0.25f32; batch * n_in], vec![0.5f32; n_out * n_in]);
-        let (y, win) = maxplus::forward_new(d, &x, &w, None, true);
+        let maxplus::Forward { y, winners: win, grad_w } = maxplus::forward_new(d, &x, &w, None, true, true);
         assert_eq!((y.len(), win.len()), (batch * n_out, batch * n_out), "{d:?}");
+        assert_eq!(grad_w, Some(vec![0.0; n_out * n_in]), "{d:?}");
         // No inputs and no bias: every output is -inf with no winner.
         assert!(y.iter().all(|&v| v == f32::NEG_INFINITY) && win.iter().all(|&k| k == maxplus::NONE), "{d:?}");
         let grads = maxplus::grads(d, &win, &vec![1.0; batch * n_out], [true, true, true]);
@@ -371,8 +376,30 @@ fn nan_or_plus_infinity_weights_anywhere_give_the_scalar_results_in_every_kernel
                 }
             }
         }
-        // New buffers: the SIMD attempt stops part-way, the exact path fills them all.
-        let (y, win) = maxplus::forward_new(d, &p.x, &p.w, p.bias.as_deref(), true);
-        assert_eq!((bits(&y), win), (bits(&y_ref), w_ref), "forward_new: bad weight at ({row}, {input})");
+        // New buffers: the SIMD attempt stops part-way, the exact path fills
+        // them all, and zero-fills the weight gradient's.
+        let out = maxplus::forward_new(d, &p.x, &p.w, p.bias.as_deref(), true, true);
+        assert_eq!((bits(&out.y), out.winners), (bits(&y_ref), w_ref), "forward_new: bad weight at ({row}, {input})");
+        assert_eq!(out.grad_w, Some(vec![0.0; d.n_out * d.n_in]), "forward_new: bad weight at ({row}, {input})");
     }
+}
+
+#[test]
+fn a_second_backward_pass_through_the_same_layer_gives_the_same_gradients() {
+    // The first backward pass takes the weight gradient buffer that the
+    // forward kernel zero-filled; a second one through the same graph
+    // builds its own. Both must scatter into zeros.
+    let (batch, n_in, n_out) = (21, 45, 19);
+    let ramp = |n: usize, step: f32| ArrayD::from_shape_fn(IxDyn(&[n]), |i| ((i[0] * 37) % 101) as f32 * step - 1.0);
+    let x = Tensor::param(ramp(batch * n_in, 0.031).into_shape_with_order(IxDyn(&[batch, n_in])).unwrap());
+    let w = Tensor::param(ramp(n_out * n_in, 0.017).into_shape_with_order(IxDyn(&[n_out, n_in])).unwrap());
+    let b = Tensor::param(ramp(n_out, 0.02));
+    let y = ops::maxplus(&x, &w, Some(&b));
+    let g = ramp(batch * n_out, 0.05).into_shape_with_order(IxDyn(&[batch, n_out])).unwrap();
+    let (first, second) = (y.backward_with(g.clone()), y.backward_with(g));
+    for t in [&x, &w, &b] {
+        assert_eq!(first.get(t), second.get(t));
+    }
+    let gw = first.get(&w).unwrap();
+    assert!(gw.iter().any(|&v| v != 0.0) && gw.iter().filter(|&&v| v != 0.0).count() <= batch * n_out);
 }

@@ -153,8 +153,8 @@ fn input_grads<'a>(op: &'a Op, out: &Tensor, g: &Grad) -> Vec<(&'a Tensor, Grad)
             vec![(logits, loss::cross_entropy_backward(logits.shape(), labels, probs, scalar(g)))]
         }
         Op::Bce { probs, target } => vec![(probs, loss::bce_backward(probs, target, scalar(g)))],
-        Op::MaxPlus { x, weight, bias, winners } => {
-            let [gx, gw, gb] = maxplus::maxplus_backward(x, weight, bias.as_ref(), winners, g);
+        Op::MaxPlus { x, weight, bias, winners, grad_w } => {
+            let [gx, gw, gb] = maxplus::maxplus_backward(x, weight, bias.as_ref(), winners, grad_w, g);
             let mut v = vec![(x, gx), (weight, gw)];
             v.extend(bias.as_ref().map(|b| (b, gb)));
             some(v)

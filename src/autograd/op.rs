@@ -74,12 +74,15 @@ pub enum Op {
         target: Tensor,
     },
     /// Dense max-plus; `winners[n*out + j]` is the winning input index, or
-    /// `in` when the bias won.
+    /// `in` when the bias won. `grad_w`: a zero-filled buffer for the weight
+    /// gradient, cleared by the forward kernel (when the weight wants a
+    /// gradient) for the first backward pass to take.
     MaxPlus {
         x: Tensor,
         weight: Tensor,
         bias: Option<Tensor>,
         winners: Vec<u32>,
+        grad_w: std::sync::Mutex<Option<Vec<f32>>>,
     },
     /// Sparse max-plus; `winners` holds entry indices into `values` (or
     /// `kernels::maxplus::NONE` for the bias).

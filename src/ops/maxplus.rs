@@ -9,7 +9,7 @@
 //! else. A weight that never wins never learns; a `-∞` (inactive) weight
 //! can never win. See `docs/subgradients.md` for the full story.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use ndarray::{ArrayD, IxDyn};
 
@@ -34,9 +34,21 @@ pub fn maxplus(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Tensor {
         assert_eq!(b.shape(), &[d.n_out], "maxplus: bias {:?} for {} outputs", b.shape(), d.n_out);
     }
     let record = is_recording(&[x, weight]) || bias.is_some_and(|b| is_recording(&[b]));
-    let (y, winners) = maxplus::forward_new(d, x.data(), weight.data(), bias.map(|b| b.data()), record);
-    let v = ArrayD::from_shape_vec(IxDyn(&[d.batch, d.n_out]), y).expect("N*out");
-    Tensor::from_op(v, Op::MaxPlus { x: x.clone(), weight: weight.clone(), bias: bias.cloned(), winners })
+    // The kernel clears the weight gradient's buffer while it reads W,
+    // nearly for free; the backward pass takes it from the op.
+    let zero_gw = record && weight.requires_grad();
+    let out = maxplus::forward_new(d, x.data(), weight.data(), bias.map(|b| b.data()), record, zero_gw);
+    let v = ArrayD::from_shape_vec(IxDyn(&[d.batch, d.n_out]), out.y).expect("N*out");
+    Tensor::from_op(
+        v,
+        Op::MaxPlus {
+            x: x.clone(),
+            weight: weight.clone(),
+            bias: bias.cloned(),
+            winners: out.winners,
+            grad_w: Mutex::new(out.grad_w),
+        },
+    )
 }
 
 /// `[dx, dW, db]` of [`maxplus`] by routing `g` to the saved winners.
@@ -45,11 +57,15 @@ pub(crate) fn maxplus_backward(
     weight: &Tensor,
     bias: Option<&Tensor>,
     winners: &[u32],
+    grad_w: &Mutex<Option<Vec<f32>>>,
     g: &ArrayD<f32>,
 ) -> [Option<ArrayD<f32>>; 3] {
     let d = Dims { batch: x.shape()[0], n_in: x.shape()[1], n_out: weight.shape()[0] };
     let want = [x.requires_grad(), weight.requires_grad(), bias.is_some_and(Tensor::requires_grad)];
-    let [gx, gw, gb] = maxplus::grads(d, winners, g.as_slice().expect("std"), want);
+    // The forward's zero-filled buffer, unless an earlier backward pass
+    // through this op took it.
+    let zeroed = grad_w.lock().unwrap_or_else(|e| e.into_inner()).take();
+    let [gx, gw, gb] = maxplus::grads_with(d, winners, g.as_slice().expect("std"), want, zeroed);
     [shaped(gx, x), shaped(gw, weight), bias.and_then(|b| shaped(gb, b))]
 }
 

@@ -20,22 +20,27 @@ const LANES: usize = 8;
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 pub unsafe fn columns(k: &Kernel<'_>, j0: usize, j1: usize) -> bool {
-    k.walk(j0, j1, TILE_J, LANES, |j, nb, full, check| {
+    k.walk(j0, j1, TILE_J, LANES, |j, nb, full, first| {
         // SAFETY: AVX2 is enabled (see the caller's contract); the task owns the tile's columns.
-        unsafe { if full { tile::<TILE_J>(k, j, nb, check) } else { tile::<1>(k, j, nb, check) } }
+        unsafe { if full { tile::<TILE_J>(k, j, nb, first) } else { tile::<1>(k, j, nb, first) } }
     })
 }
 
-/// Rows `[nb, nb+8)` × columns `[j, j+NJ)`; with `check`, false (nothing
-/// written) if their rows of W hold a NaN or +∞.
+/// Rows `[nb, nb+8)` × columns `[j, j+NJ)`; the `first` tile of these
+/// columns also clears their rows of the weight gradient, if one is being
+/// cleared, and returns false (nothing written) if their rows of W hold a
+/// NaN or +∞.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 #[inline]
-unsafe fn tile<const NJ: usize>(k: &Kernel<'_>, j: usize, nb: usize, check: bool) -> bool {
+unsafe fn tile<const NJ: usize>(k: &Kernel<'_>, j: usize, nb: usize, first: bool) -> bool {
     let n_in = k.d.n_in;
     let track = k.want_winners();
     let xp = k.xp[nb * n_in..].as_ptr();
     let wr: [*const f32; NJ] = std::hint::black_box(std::array::from_fn(|c| k.w_row(j + c).as_ptr()));
+    // SAFETY: the task owns columns j..j+NJ.
+    let gw: Option<[*mut f32; NJ]> = if first { unsafe { k.grad_w_row(j) } } else { None }
+        .map(|g| std::array::from_fn(|c| g.wrapping_add(c * n_in)));
     let mut acc = [_mm256_set1_ps(f32::NEG_INFINITY); NJ];
     let mut blk = [_mm256_setzero_ps(); NJ]; // block ids, kept as float bit patterns
     let mut w_sum = _mm256_setzero_ps();
@@ -50,16 +55,19 @@ unsafe fn tile<const NJ: usize>(k: &Kernel<'_>, j: usize, nb: usize, check: bool
                 bm[c] = _mm256_max_ps(bm[c], _mm256_add_ps(xv, wv));
             }
         }
-        if check {
-            // The block's weights, W[j + c, i0..i1], 8 at a time.
-            for r in wr {
-                for h in (i0..i1).step_by(LANES) {
-                    let valid = _mm256_cmpgt_epi32(
-                        _mm256_set1_epi32((i1 - h) as i32),
-                        _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
-                    );
+        if first {
+            // The block's weights, W[j + c, i0..i1], 8 at a time; and the
+            // same entries of the weight gradient.
+            for h in (i0..i1).step_by(LANES) {
+                let valid =
+                    _mm256_cmpgt_epi32(_mm256_set1_epi32((i1 - h) as i32), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+                for r in wr {
                     // SAFETY: the mask keeps the load inside the row's [h, i1).
                     w_sum = _mm256_add_ps(w_sum, unsafe { _mm256_maskload_ps(r.add(h), valid) });
+                }
+                for g in gw.iter().flatten() {
+                    // SAFETY: as the loads, in the task's own gradient rows.
+                    unsafe { _mm256_maskstore_ps(g.add(h), valid, _mm256_setzero_ps()) };
                 }
             }
         }
@@ -76,7 +84,7 @@ unsafe fn tile<const NJ: usize>(k: &Kernel<'_>, j: usize, nb: usize, check: bool
             }
         }
     }
-    if check && _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_NLT_UQ>(w_sum, _mm256_set1_ps(f32::INFINITY))) != 0 {
+    if first && _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_NLT_UQ>(w_sum, _mm256_set1_ps(f32::INFINITY))) != 0 {
         return false;
     }
     let (mut m, mut b) = ([[0.0f32; LANES]; NJ], [[0u32; LANES]; NJ]);

@@ -26,24 +26,29 @@ const LANES: usize = 16;
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 pub unsafe fn columns(k: &Kernel<'_>, j0: usize, j1: usize) -> bool {
-    k.walk(j0, j1, TILE_J, LANES, |j, nb, full, check| {
+    k.walk(j0, j1, TILE_J, LANES, |j, nb, full, first| {
         // SAFETY: AVX-512F is enabled (see the caller's contract); the task owns the tile's columns.
-        unsafe { if full { tile::<TILE_J>(k, j, nb, check) } else { tile::<1>(k, j, nb, check) } }
+        unsafe { if full { tile::<TILE_J>(k, j, nb, first) } else { tile::<1>(k, j, nb, first) } }
     })
 }
 
-/// Rows `[nb, nb+16)` × columns `[j, j+NJ)`; with `check`, false (nothing
-/// written) if their rows of W hold a NaN or +∞.
+/// Rows `[nb, nb+16)` × columns `[j, j+NJ)`. The `first` tile of these
+/// columns also clears their rows of the weight gradient, if one is being
+/// cleared, and returns false (nothing written) if their rows of W hold a
+/// NaN or +∞.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[inline]
-unsafe fn tile<const NJ: usize>(k: &Kernel<'_>, j: usize, nb: usize, check: bool) -> bool {
+unsafe fn tile<const NJ: usize>(k: &Kernel<'_>, j: usize, nb: usize, first: bool) -> bool {
     let n_in = k.d.n_in;
     let track = k.want_winners();
     let xp = k.xp[nb * n_in..].as_ptr();
     // Row pointers hidden from the optimiser so each stays in its own register
     // and every weight load is a single `[row + 4i]` address.
     let wr: [*const f32; NJ] = std::hint::black_box(std::array::from_fn(|c| k.w_row(j + c).as_ptr()));
+    // SAFETY: the task owns columns j..j+NJ.
+    let gw: Option<[*mut f32; NJ]> = if first { unsafe { k.grad_w_row(j) } } else { None }
+        .map(|g| std::array::from_fn(|c| g.wrapping_add(c * n_in)));
     let mut acc = [_mm512_set1_ps(f32::NEG_INFINITY); NJ];
     let mut blk = [_mm512_setzero_si512(); NJ];
     let mut w_sum = _mm512_setzero_ps();
@@ -58,12 +63,17 @@ unsafe fn tile<const NJ: usize>(k: &Kernel<'_>, j: usize, nb: usize, check: bool
                 bm[c] = _mm512_max_ps(bm[c], _mm512_add_ps(xv, wv));
             }
         }
-        if check {
-            // The block's weights, W[j + c, i0..i1], one register per row.
+        if first {
+            // The block's weights, W[j + c, i0..i1], one register per row;
+            // and the same entries of the weight gradient.
             let lanes = (u32::MAX >> (32 - (i1 - i0))) as __mmask16;
             for r in wr {
                 // SAFETY: the mask keeps the load inside the row's [i0, i1).
                 w_sum = _mm512_add_ps(w_sum, unsafe { _mm512_maskz_loadu_ps(lanes, r.add(i0)) });
+            }
+            for g in gw.iter().flatten() {
+                // SAFETY: as the loads, in the task's own gradient rows.
+                unsafe { _mm512_mask_storeu_ps(g.add(i0), lanes, _mm512_setzero_ps()) };
             }
         }
         if track {
@@ -80,7 +90,7 @@ unsafe fn tile<const NJ: usize>(k: &Kernel<'_>, j: usize, nb: usize, check: bool
             }
         }
     }
-    if check && _mm512_cmp_ps_mask::<_CMP_NLT_UQ>(w_sum, _mm512_set1_ps(f32::INFINITY)) != 0 {
+    if first && _mm512_cmp_ps_mask::<_CMP_NLT_UQ>(w_sum, _mm512_set1_ps(f32::INFINITY)) != 0 {
         return false;
     }
     let (mut m, mut b) = ([[0.0f32; LANES]; NJ], [[0u32; LANES]; NJ]);

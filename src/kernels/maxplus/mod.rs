@@ -141,32 +141,67 @@ pub fn forward(d: Dims, x: &[f32], w: &[f32], bias: Option<&[f32]>, y: &mut [f32
     forward_with(Isa::detect(), d, x, w, bias, y, winners);
 }
 
-/// [`forward`] into new buffers: `(y, winners)`, `winners` empty unless
-/// `with_winners`. The SIMD kernels write every output, so the buffers are
-/// never zero-filled first (at batch 64 that was 256 KB of stores on one
-/// core, and lines the other core then had to take over).
-pub fn forward_new(d: Dims, x: &[f32], w: &[f32], bias: Option<&[f32]>, with_winners: bool) -> (Vec<f32>, Vec<u32>) {
+/// What [`forward_new`] returns.
+pub struct Forward {
+    /// `y [batch, n_out]`.
+    pub y: Vec<f32>,
+    /// `winners [batch, n_out]`, empty unless asked for.
+    pub winners: Vec<u32>,
+    /// A zero-filled `[n_out, n_in]` buffer for the weight gradient, if
+    /// asked for: see [`forward_new`].
+    pub grad_w: Option<Vec<f32>>,
+}
+
+/// [`forward`] into new buffers. The SIMD kernels write every output, so
+/// the buffers are never zero-filled first (at batch 64 that was 256 KB of
+/// stores on one core, and lines the other core then had to take over).
+///
+/// With `zeroed_grad_w`, it also returns a zero-filled buffer shaped like
+/// `W` for [`grads_with`] to scatter the weight gradient into. The SIMD
+/// kernels clear it while they read `W`, a register of zeros stored per 16
+/// weights read: the forward is bound by its adds and maxes, which leave the
+/// store port idle, while clearing the 1 MB of a 512 × 512 gradient in the
+/// backward was half of its time.
+pub fn forward_new(
+    d: Dims,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    with_winners: bool,
+    zeroed_grad_w: bool,
+) -> Forward {
     check_shapes(d, x, w, bias);
     let n = d.batch * d.n_out;
     let (mut y, mut winners) = (Vec::with_capacity(n), Vec::with_capacity(if with_winners { n } else { 0 }));
-    let out =
-        Out { y: y.as_mut_ptr(), winners: if with_winners { winners.as_mut_ptr() } else { std::ptr::null_mut() } };
-    if n == 0 {
-        return (y, winners);
-    }
-    // SAFETY: both buffers have room for n > 0 outputs; the detected ISA is available.
-    if unsafe { try_simd(Isa::detect(), d, x, w, bias, out) } {
-        // SAFETY: the SIMD kernels wrote all n outputs (and winners if asked).
+    let mut grad_w = zeroed_grad_w.then(|| Vec::with_capacity(w.len()));
+    let out = Out {
+        y: y.as_mut_ptr(),
+        winners: if with_winners { winners.as_mut_ptr() } else { std::ptr::null_mut() },
+        grad_w: grad_w.as_mut().map_or(std::ptr::null_mut(), Vec::as_mut_ptr),
+    };
+    // SAFETY: the buffers have room for n > 0 outputs (and a weight
+    // gradient if asked); the detected ISA is available.
+    if n > 0 && unsafe { try_simd(Isa::detect(), d, x, w, bias, out) } {
+        // SAFETY: the SIMD kernels wrote all n outputs (and winners, and
+        // zeros over the weight gradient, if asked).
         unsafe {
             y.set_len(n);
             winners.set_len(if with_winners { n } else { 0 });
+            if let Some(gw) = &mut grad_w {
+                gw.set_len(w.len());
+            }
         }
     } else {
         y.resize(n, 0.0);
         winners.resize(if with_winners { n } else { 0 }, 0);
-        forward_scalar(d, x, w, bias, &mut y, with_winners.then_some(&mut winners[..]));
+        if let Some(gw) = &mut grad_w {
+            gw.resize(w.len(), 0.0);
+        }
+        if n > 0 {
+            forward_scalar(d, x, w, bias, &mut y, with_winners.then_some(&mut winners[..]));
+        }
     }
-    (y, winners)
+    Forward { y, winners, grad_w }
 }
 
 /// The max-plus product with a chosen kernel (for tests and benches; panics
@@ -188,8 +223,11 @@ pub fn forward_with(
     if let Some(wn) = &winners {
         assert_eq!(wn.len(), y.len());
     }
-    let out =
-        Out { y: y.as_mut_ptr(), winners: winners.as_deref_mut().map_or(std::ptr::null_mut(), |w| w.as_mut_ptr()) };
+    let out = Out {
+        y: y.as_mut_ptr(),
+        winners: winners.as_deref_mut().map_or(std::ptr::null_mut(), |w| w.as_mut_ptr()),
+        grad_w: std::ptr::null_mut(),
+    };
     // SAFETY: y (and winners) hold batch·n_out outputs; the ISA is available.
     if y.is_empty() || unsafe { try_simd(isa, d, x, w, bias, out) } {
         return;
@@ -302,11 +340,13 @@ fn tile_cols(isa: Isa) -> usize {
 }
 
 /// Where the SIMD kernels write: `y [batch, n_out]` and, unless null,
-/// `winners [batch, n_out]`. Shared by tasks that own disjoint columns.
+/// `winners [batch, n_out]` and zeros over `grad_w [n_out, n_in]`. Shared by
+/// tasks that own disjoint columns (rows of `grad_w`).
 #[derive(Clone, Copy)]
 pub struct Out {
     y: *mut f32,
     winners: *mut u32,
+    grad_w: *mut f32,
 }
 
 // SAFETY: every task writes only the columns it owns (see `forward_with`).
@@ -333,17 +373,27 @@ impl Kernel<'_> {
         !self.out.winners.is_null()
     }
 
+    /// Row `j` of the weight gradient to clear, if one is being cleared.
+    ///
+    /// # Safety
+    /// `j < n_out`, and the calling task must own column `j`.
+    pub unsafe fn grad_w_row(&self, j: usize) -> Option<*mut f32> {
+        // SAFETY: grad_w, when not null, holds n_out rows of n_in.
+        (!self.out.grad_w.is_null()).then(|| unsafe { self.out.grad_w.add(j * self.d.n_in) })
+    }
+
     /// Row `j` of `W`.
     pub fn w_row(&self, j: usize) -> &[f32] {
         &self.w[j * self.d.n_in..(j + 1) * self.d.n_in]
     }
 
-    /// Run `tile(j, nb, full, check)` over columns `[j0, j1)` in register
+    /// Run `tile(j, nb, full, first)` over columns `[j0, j1)` in register
     /// tiles of `tile_j` columns (`full`) or single columns at the ragged
     /// end, and every panel `nb` of `lanes` rows; false (stopping early) as
     /// soon as a tile returns false. The first panel of each column range
-    /// gets `check`: that tile also checks its rows of W for NaN and +∞ (see
-    /// the module docs), and returns false instead of writing if it finds one.
+    /// gets `first`: that tile also checks its rows of W for NaN and +∞ (see
+    /// the module docs), returning false instead of writing if it finds one,
+    /// and clears the same rows of the weight gradient if there is one.
     #[inline(always)]
     pub fn walk(
         &self,
@@ -471,27 +521,69 @@ impl Kernel<'_> {
 /// (A separate zero-filling pass over a 512×512 weight gradient, 1 MB, cost
 /// as much as the whole scatter at batch 16.)
 pub fn grads(d: Dims, winners: &[u32], g: &[f32], want: [bool; 3]) -> [Option<Vec<f32>>; 3] {
+    grads_with(d, winners, g, want, None)
+}
+
+/// [`grads`], with the weight gradient scattered into `zeroed_gw` when one
+/// is given (and wanted): a zero-filled `[n_out, n_in]` buffer, as
+/// [`forward_new`] returns, which is then not cleared again.
+pub fn grads_with(
+    d: Dims,
+    winners: &[u32],
+    g: &[f32],
+    want: [bool; 3],
+    zeroed_gw: Option<Vec<f32>>,
+) -> [Option<Vec<f32>>; 3] {
     assert!(winners.len() == d.batch * d.n_out && g.len() == winners.len());
     let Dims { batch, n_in, n_out } = d;
     let [want_x, want_w, want_b] = want;
     let mut gx = want_x.then(|| Vec::with_capacity(batch * n_in));
-    let mut gw = want_w.then(|| Vec::with_capacity(n_out * n_in));
+    let zeroed_gw = zeroed_gw.filter(|_| want_w);
+    if let Some(gw) = &zeroed_gw {
+        assert_eq!(gw.len(), n_out * n_in, "grads_with: a weight gradient buffer of the wrong size");
+        debug_assert!(gw.iter().all(|&v| v == 0.0), "grads_with: the weight gradient buffer is not zero-filled");
+    }
+    let gw_zeroed = zeroed_gw.is_some();
+    let mut gw = want_w.then(|| zeroed_gw.unwrap_or_else(|| Vec::with_capacity(n_out * n_in)));
     let mut gb = want_b.then(|| vec![0.0f32; n_out]);
     // Jobs of up to 8 rows of x (see below), and 4 jobs per thread over W.
     let (per_n, per_j) = (8, n_out.div_ceil(rayon::current_num_threads() * 4).max(1));
-    let mut jobs = Vec::new();
+    let (mut x_jobs, mut w_jobs) = (Vec::new(), Vec::new());
     if let Some(gx) = &mut gx {
         let rows = &mut gx.spare_capacity_mut()[..batch * n_in];
-        jobs.extend(rows.chunks_mut(per_n * n_in.max(1)).enumerate().map(|(t, c)| Rows::X(t * per_n, c)));
+        x_jobs.extend(rows.chunks_mut(per_n * n_in.max(1)).enumerate().map(|(t, c)| Rows::X(t * per_n, c)));
     }
     if want_w || want_b {
-        let mut gw_rows = gw.as_mut().map(|gw| gw.spare_capacity_mut()[..n_out * n_in].chunks_mut(per_j * n_in.max(1)));
+        let chunk = per_j * n_in.max(1);
+        let mut gw_rows = gw.as_mut().map(|gw| {
+            let rows: Vec<GwRows> = if gw_zeroed {
+                gw.chunks_mut(chunk).map(GwRows::Zero).collect()
+            } else {
+                gw.spare_capacity_mut()[..n_out * n_in].chunks_mut(chunk).map(GwRows::Unset).collect()
+            };
+            rows.into_iter()
+        });
         let mut gb_rows = gb.as_mut().map(|gb| gb.chunks_mut(per_j));
         for t in 0..n_out.div_ceil(per_j) {
             let j = t * per_j..((t + 1) * per_j).min(n_out);
-            jobs.push(Rows::W(j, gw_rows.as_mut().and_then(Iterator::next), gb_rows.as_mut().and_then(Iterator::next)));
+            w_jobs.push(Rows::W(
+                j,
+                gw_rows.as_mut().and_then(Iterator::next),
+                gb_rows.as_mut().and_then(Iterator::next),
+            ));
         }
     }
+    // The W jobs at the places of the forward's tasks over the same rows
+    // (rayon hands out contiguous halves of the list, and so each thread
+    // mostly the rows whose cache lines it wrote), the X jobs spread among them.
+    let (nx, nw) = (x_jobs.len(), w_jobs.len());
+    let mut x_jobs = x_jobs.into_iter();
+    let mut jobs = Vec::with_capacity(nx + nw);
+    for (t, w_job) in w_jobs.into_iter().enumerate() {
+        jobs.extend(x_jobs.by_ref().take((t + 1) * nx / nw - t * nx / nw));
+        jobs.push(w_job);
+    }
+    jobs.extend(x_jobs);
     let n_in32 = n_in as u32;
     jobs.into_par_iter().for_each(|job| match job {
         Rows::X(n0, rows) => {
@@ -516,7 +608,7 @@ pub fn grads(d: Dims, winners: &[u32], g: &[f32], want: [bool; 3]) -> [Option<Ve
         }
         Rows::W(js, gw, mut gb) => {
             let (kt, gt) = (output_major(winners, n_out, 0..batch, js.clone()), output_major(g, n_out, 0..batch, js));
-            let mut gw_rows = gw.map(|rows| cleared(rows).chunks_mut(n_in.max(1)));
+            let mut gw_rows = gw.map(|rows| rows.zeros().chunks_mut(n_in.max(1)));
             for (r, (ks, gs)) in kt.chunks_exact(batch.max(1)).zip(gt.chunks_exact(batch.max(1))).enumerate() {
                 let mut row = gw_rows.as_mut().and_then(Iterator::next);
                 for (&k, &gv) in ks.iter().zip(gs) {
@@ -533,13 +625,14 @@ pub fn grads(d: Dims, winners: &[u32], g: &[f32], want: [bool; 3]) -> [Option<Ve
             }
         }
     });
-    // SAFETY: the jobs cleared every row of gx and gw (`cleared`).
+    // SAFETY: the jobs cleared every row of gx, and of gw unless it came
+    // zero-filled (`cleared`, `GwRows::zeros`).
     unsafe {
         if let Some(gx) = &mut gx {
             gx.set_len(batch * n_in);
         }
         if let Some(gw) = &mut gw {
-            gw.set_len(n_out * n_in);
+            gw.set_len(n_out * n_in); // already so when it came zero-filled
         }
     }
     [gx, gw, gb]
@@ -564,7 +657,23 @@ fn output_major<E: Copy + Default>(a: &[E], n_out: usize, rows: Range<usize>, co
 /// rows `js` of `gw` (if wanted) with the same entries of `gb` (if wanted).
 enum Rows<'a> {
     X(usize, &'a mut [MaybeUninit<f32>]),
-    W(Range<usize>, Option<&'a mut [MaybeUninit<f32>]>, Option<&'a mut [f32]>),
+    W(Range<usize>, Option<GwRows<'a>>, Option<&'a mut [f32]>),
+}
+
+/// Rows of the weight gradient: still to be cleared, or zero-filled already.
+enum GwRows<'a> {
+    Unset(&'a mut [MaybeUninit<f32>]),
+    Zero(&'a mut [f32]),
+}
+
+impl<'a> GwRows<'a> {
+    /// The rows, all zero.
+    fn zeros(self) -> &'a mut [f32] {
+        match self {
+            GwRows::Unset(rows) => cleared(rows),
+            GwRows::Zero(rows) => rows,
+        }
+    }
 }
 
 /// `rows` set to zero, and from then on plain floats.
