@@ -519,7 +519,8 @@ impl Kernel<'_> {
 /// One parallel region builds them all: each task owns whole rows of a
 /// result, clears them and scatters into them while they are in its cache.
 /// (A separate zero-filling pass over a 512×512 weight gradient, 1 MB, cost
-/// as much as the whole scatter at batch 16.)
+/// as much as the whole scatter at batch 16; the layer goes further and has
+/// the forward kernel clear it, see [`grads_with`].)
 pub fn grads(d: Dims, winners: &[u32], g: &[f32], want: [bool; 3]) -> [Option<Vec<f32>>; 3] {
     grads_with(d, winners, g, want, None)
 }
