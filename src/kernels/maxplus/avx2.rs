@@ -38,9 +38,7 @@ unsafe fn tile<const NJ: usize>(k: &Kernel<'_>, j: usize, nb: usize, first: bool
     let track = k.want_winners();
     let xp = k.xp[nb * n_in..].as_ptr();
     let wr: [*const f32; NJ] = std::hint::black_box(std::array::from_fn(|c| k.w_row(j + c).as_ptr()));
-    // SAFETY: the task owns columns j..j+NJ.
-    let gw: Option<[*mut f32; NJ]> = if first { unsafe { k.grad_w_row(j) } } else { None }
-        .map(|g| std::array::from_fn(|c| g.wrapping_add(c * n_in)));
+    let gw = if first { k.grad_w_rows::<NJ>(j) } else { None };
     let mut acc = [_mm256_set1_ps(f32::NEG_INFINITY); NJ];
     let mut blk = [_mm256_setzero_ps(); NJ]; // block ids, kept as float bit patterns
     let mut w_sum = _mm256_setzero_ps();

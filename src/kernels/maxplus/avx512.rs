@@ -46,9 +46,7 @@ unsafe fn tile<const NJ: usize>(k: &Kernel<'_>, j: usize, nb: usize, first: bool
     // Row pointers hidden from the optimiser so each stays in its own register
     // and every weight load is a single `[row + 4i]` address.
     let wr: [*const f32; NJ] = std::hint::black_box(std::array::from_fn(|c| k.w_row(j + c).as_ptr()));
-    // SAFETY: the task owns columns j..j+NJ.
-    let gw: Option<[*mut f32; NJ]> = if first { unsafe { k.grad_w_row(j) } } else { None }
-        .map(|g| std::array::from_fn(|c| g.wrapping_add(c * n_in)));
+    let gw = if first { k.grad_w_rows::<NJ>(j) } else { None };
     let mut acc = [_mm512_set1_ps(f32::NEG_INFINITY); NJ];
     let mut blk = [_mm512_setzero_si512(); NJ];
     let mut w_sum = _mm512_setzero_ps();

@@ -291,18 +291,13 @@ unsafe fn forward_simd(isa: Isa, d: Dims, x: &[f32], w: &[f32], bias: Option<&[f
                 if !out.winners.is_null() {
                     rows.clear();
                     rows.resize(x.len() + 16, 0.0);
-                    let at = rows.as_ptr().align_offset(64).min(16);
+                    let at = line_start(rows);
                     rows[at..at + x.len()].copy_from_slice(x);
                 }
                 *packed_for = call;
             }
             // x as the winner search reads it: the aligned copy if there is one.
-            let x = if out.winners.is_null() {
-                x
-            } else {
-                let at = rows.as_ptr().align_offset(64).min(16);
-                &rows[at..at + x.len()]
-            };
+            let x = if out.winners.is_null() { x } else { &rows[line_start(rows)..][..x.len()] };
             let k = Kernel { d, bp, x, xp: panels, w, bias, out };
             // SAFETY: `isa` is available (the caller's contract); tasks write disjoint columns.
             unsafe {
@@ -332,6 +327,11 @@ struct Packed {
     /// lines. Aligned, each is one: the forward with winners ran 3 % faster
     /// at batch 16 and 64 (one thread: 150 → 145.6 and 578 → 561 µs).
     rows: Vec<f32>,
+}
+
+/// The first index of `v` on a 64-byte boundary (within 16 floats).
+fn line_start(v: &[f32]) -> usize {
+    v.as_ptr().align_offset(64).min(16)
 }
 
 thread_local! {
@@ -401,13 +401,11 @@ impl Kernel<'_> {
         !self.out.winners.is_null()
     }
 
-    /// Row `j` of the weight gradient to clear, if one is being cleared.
-    ///
-    /// # Safety
-    /// `j < n_out`, and the calling task must own column `j`.
-    pub unsafe fn grad_w_row(&self, j: usize) -> Option<*mut f32> {
-        // SAFETY: grad_w, when not null, holds n_out rows of n_in.
-        (!self.out.grad_w.is_null()).then(|| unsafe { self.out.grad_w.add(j * self.d.n_in) })
+    /// Rows `[j, j + NJ)` of the weight gradient to clear, if one is being
+    /// cleared (pointers, for the calling task's own rows).
+    pub fn grad_w_rows<const NJ: usize>(&self, j: usize) -> Option<[*mut f32; NJ]> {
+        let n_in = self.d.n_in;
+        (!self.out.grad_w.is_null()).then(|| std::array::from_fn(|c| self.out.grad_w.wrapping_add((j + c) * n_in)))
     }
 
     /// Row `j` of `W`.
