@@ -573,7 +573,7 @@ pub fn grads_with(
     let gw_zeroed = zeroed_gw.is_some();
     let mut gw = want_w.then(|| zeroed_gw.unwrap_or_else(|| Vec::with_capacity(n_out * n_in)));
     let mut gb = want_b.then(|| vec![0.0f32; n_out]);
-    // Jobs of up to 8 rows of x (see below), and 4 jobs per thread over W.
+    // Jobs of up to 8 rows of x, and 4 jobs per thread over W.
     let (per_n, per_j) = (8, n_out.div_ceil(rayon::current_num_threads() * 4).max(1));
     let (mut x_jobs, mut w_jobs) = (Vec::new(), Vec::new());
     if let Some(gx) = &mut gx {
@@ -614,19 +614,14 @@ pub fn grads_with(
     let n_in32 = n_in as u32;
     jobs.into_par_iter().for_each(|job| match job {
         Rows::X(n0, rows) => {
-            // Output by output, each of the rows in turn: in a row of x the
-            // same few inputs win most outputs, and adding into one slot
-            // output after output is a chain of dependent memory updates;
-            // interleaving the rows gives the core independent chains. Each
-            // slot still sums in output order.
+            // Row by row, each slot summing in output order. (An earlier
+            // version interleaved 8 rows through a transposed copy, to
+            // break the chain of updates into the few slots that win most
+            // outputs; without the copy, fwd+bwd at B=16 runs ~6 % faster.)
             let rows = cleared(rows);
-            let count = rows.len() / n_in.max(1);
-            let (kt, gt) = (
-                output_major(winners, n_out, n0..n0 + count, 0..n_out),
-                output_major(g, n_out, n0..n0 + count, 0..n_out),
-            );
-            for (ks, gs) in kt.chunks_exact(count.max(1)).zip(gt.chunks_exact(count.max(1))) {
-                for ((&k, &gv), row) in ks.iter().zip(gs).zip(rows.chunks_exact_mut(n_in.max(1))) {
+            for (n, row) in (n0..).zip(rows.chunks_exact_mut(n_in.max(1))) {
+                let out = n * n_out..(n + 1) * n_out;
+                for (&k, &gv) in winners[out.clone()].iter().zip(&g[out]) {
                     if k < n_in32 {
                         row[k as usize] += gv;
                     }
