@@ -617,7 +617,8 @@ pub fn grads_with(
             // Row by row, each slot summing in output order. (An earlier
             // version interleaved 8 rows through a transposed copy, to
             // break the chain of updates into the few slots that win most
-            // outputs; without the copy, fwd+bwd at B=16 runs ~6 % faster.)
+            // outputs; without the copy it measured no slower anywhere and
+            // up to 6 % faster: docs/performance.md, item 17.)
             let rows = cleared(rows);
             for (n, row) in (n0..).zip(rows.chunks_exact_mut(n_in.max(1))) {
                 let out = n * n_out..(n + 1) * n_out;
@@ -663,9 +664,10 @@ pub fn grads_with(
 /// Rows `rows` × columns `cols` of the `[batch, n_out]` matrix `a`,
 /// output-major (`[cols][rows]`). Read down a column in place, entries
 /// n_out apart (2 KB for 512 outputs) crowd into a few L1 sets and evict
-/// each other. Each job of [`grads`] copies only its own block, inside the
-/// parallel region: one shared transpose of the whole matrices before it
-/// measured slower at batch 64 (450–473 against 423–435 µs fwd+bwd).
+/// each other. Each weight-gradient job of [`grads`] copies only its own
+/// block, inside the parallel region: one shared transpose of the whole
+/// matrices before it measured slower at batch 64 (450–473 against
+/// 423–435 µs fwd+bwd).
 fn output_major<E: Copy + Default>(a: &[E], n_out: usize, rows: Range<usize>, cols: Range<usize>) -> Vec<E> {
     let mut t = vec![E::default(); rows.len() * cols.len()];
     if !t.is_empty() {
