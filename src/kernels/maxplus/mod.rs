@@ -269,8 +269,10 @@ unsafe fn forward_simd(isa: Isa, d: Dims, x: &[f32], w: &[f32], bias: Option<&[f
     // O(batch·n_in·n_out) product. Every thread packs its own copy, on its
     // first task of the call: every tile reads all of a panel, and a panel
     // written by one core and read by the other cost each core a ~5 µs
-    // stall per call (its cache lines taken over one by one), against
-    // ~1 µs to pack. The same goes for the aligned copy of x (`Packed`).
+    // stall per call (its cache lines taken over one by one). Packing is
+    // not free either: at batch 16 the transpose and the aligned copy of x
+    // (`Packed`) take ~3.5 µs of each thread's first task (2.5 µs with x
+    // already in L1), which docs/performance.md ("Batch 16") breaks down.
     let lanes = isa.lanes();
     let bp = d.batch.div_ceil(lanes) * lanes;
     let call = CALLS.fetch_add(1, Ordering::Relaxed);
