@@ -285,13 +285,16 @@ unsafe fn forward_simd(isa: Isa, d: Dims, x: &[f32], w: &[f32], bias: Option<&[f
             let mut packed = packed.borrow_mut();
             let Packed { call: packed_for, panels, rows } = &mut *packed;
             if *packed_for != call {
-                panels.clear();
-                panels.resize(d.n_in * bp, 0.0);
+                // The transpose and the copy overwrite what they use; only
+                // the lanes of a last, partial panel need zeros.
+                if panels.len() != d.n_in * bp || !d.batch.is_multiple_of(lanes) {
+                    panels.clear();
+                    panels.resize(d.n_in * bp, 0.0);
+                }
                 for (rows, panel) in x.chunks(lanes * d.n_in).zip(panels.chunks_exact_mut(lanes * d.n_in)) {
                     crate::kernels::transpose_block_into(rows, rows.len() / d.n_in, d.n_in, d.n_in, panel, lanes);
                 }
                 if !out.winners.is_null() {
-                    rows.clear();
                     rows.resize(x.len() + 16, 0.0);
                     let at = line_start(rows);
                     rows[at..at + x.len()].copy_from_slice(x);
