@@ -37,6 +37,7 @@ pub(crate) use simd_dispatch;
 
 pub mod gemm;
 pub mod im2col;
+pub mod lined;
 pub mod maxplus;
 mod pool;
 mod transpose;

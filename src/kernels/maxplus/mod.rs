@@ -47,6 +47,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use rayon::prelude::*;
 
+use crate::kernels::lined::line_start;
+
 /// Sizes of one max-plus product: `x [batch, n_in]`, `W [n_out, n_in]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Dims {
@@ -339,11 +341,6 @@ struct Packed {
     /// lines. Aligned, each is one: the forward with winners ran 3 % faster
     /// at batch 16 and 64 (one thread: 150 → 145.6 and 578 → 561 µs).
     rows: Vec<f32>,
-}
-
-/// The first index of `v` on a 64-byte boundary (within 16 floats).
-fn line_start(v: &[f32]) -> usize {
-    v.as_ptr().align_offset(64).min(16)
 }
 
 thread_local! {

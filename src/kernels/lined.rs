@@ -1,0 +1,101 @@
+//! Buffers that start on a cache line.
+//!
+//! The lanes-over-batch kernels load 16 floats (one 64-byte register) at
+//! offsets that are multiples of 16 elements. malloc only promises 16-byte
+//! alignment, so in a buffer where it happened to put the start 16, 32 or 48
+//! bytes into a line, every such load straddled two lines: the max-plus
+//! forward at batch 16 ran 104–106 µs with its packed `x` where malloc put
+//! it against 78–79 µs with it aligned (docs/performance.md, item 18).
+
+use std::fmt;
+use std::ops::{Deref, DerefMut};
+
+/// Bytes per cache line.
+pub const LINE: usize = 64;
+
+/// The first index of `v` on a cache-line boundary. `v` must have at least
+/// `LINE / size_of::<E>()` spare elements in front of what it is used for.
+pub fn line_start<E>(v: &[E]) -> usize {
+    v.as_ptr().align_offset(LINE).min(LINE / size_of::<E>())
+}
+
+/// `len` elements from a cache-line boundary on, in an owned buffer.
+pub struct Lined<E> {
+    buf: Vec<E>,
+    at: usize,
+    len: usize,
+}
+
+impl<E: Copy> Lined<E> {
+    /// `len` copies of `v`.
+    pub fn filled(len: usize, v: E) -> Lined<E> {
+        let buf = vec![v; len + LINE / size_of::<E>().max(1)];
+        let at = line_start(&buf);
+        Lined { buf, at, len }
+    }
+}
+
+impl<E> Deref for Lined<E> {
+    type Target = [E];
+    fn deref(&self) -> &[E] {
+        &self.buf[self.at..self.at + self.len]
+    }
+}
+
+impl<E> DerefMut for Lined<E> {
+    fn deref_mut(&mut self) -> &mut [E] {
+        &mut self.buf[self.at..self.at + self.len]
+    }
+}
+
+impl<E: Copy + Default> Default for Lined<E> {
+    fn default() -> Lined<E> {
+        Lined::filled(0, E::default())
+    }
+}
+
+/// A clone is aligned again (a plain copy of the `Vec` need not be).
+impl<E: Copy + Default> Clone for Lined<E> {
+    fn clone(&self) -> Lined<E> {
+        let mut c = Lined::filled(self.len, E::default());
+        c.copy_from_slice(self);
+        c
+    }
+}
+
+impl<E: PartialEq> PartialEq for Lined<E> {
+    fn eq(&self, other: &Lined<E>) -> bool {
+        **self == **other
+    }
+}
+
+impl<E: Eq> Eq for Lined<E> {}
+
+impl<E: fmt::Debug> fmt::Debug for Lined<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        (**self).fmt(f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_buffer_and_its_clones_start_on_a_line() {
+        for len in [0, 1, 15, 16, 1000] {
+            // Allocations of other sizes in between move malloc's choices.
+            let mut keep = Vec::new();
+            for pad in 0..8 {
+                keep.push(vec![0u8; 8 * pad + 1]);
+                let b = Lined::filled(len, 7u32);
+                assert_eq!(b.as_ptr() as usize % LINE, 0);
+                assert_eq!(b.len(), len);
+                assert!(b.iter().all(|&v| v == 7));
+                let c = b.clone();
+                assert_eq!(c.as_ptr() as usize % LINE, 0);
+                assert_eq!(c, b);
+            }
+        }
+    }
+}
