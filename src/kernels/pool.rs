@@ -26,7 +26,7 @@
 use std::cell::Cell;
 use std::sync::Arc;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// Make the calling thread worker 0 of rayon's global pool (of
@@ -128,6 +128,61 @@ fn poll(spin: Duration) {
 }
 
 /// Pollers the calling thread started that are still running.
+/// Run `task(t)` for every `t` in `0..n` on the current pool's threads,
+/// the calling thread included; return when all have run.
+///
+/// Thread `k` of `T` starts at task `k·n/T` and goes on in order, wrapping
+/// around, claiming each task it reaches that no other thread has; so with
+/// balanced tasks each thread runs a contiguous share (the same share from
+/// one call to the next, which keeps each thread's output rows in its own
+/// cache for the next op), and a thread that falls behind is helped.
+///
+/// Unlike a rayon parallel iterator, the calling thread waits for the last
+/// task with a plain spin: rayon's idle loop yields to the OS between its
+/// checks (a `sched_yield` system call of about a microsecond here, often
+/// more) and may go to sleep, so the end of a region was noticed late. The
+/// wait is only ever for a task another thread is running: a helper that no
+/// other thread has picked up leaves its tasks to the caller.
+pub fn run_tasks(n: usize, task: impl Fn(usize) + Sync) {
+    let threads = rayon::current_num_threads().min(n);
+    if threads <= 1 {
+        (0..n).for_each(task);
+        return;
+    }
+    let claimed: Vec<AtomicBool> = (0..n).map(|_| AtomicBool::new(false)).collect();
+    let done = AtomicUsize::new(0);
+    let work = |k: usize| {
+        let start = k * n / threads;
+        for t in (start..n).chain(0..start) {
+            if !claimed[t].swap(true, Ordering::Relaxed) {
+                // Counted even if the task panics, so the wait below ends
+                // and the scope passes the panic on.
+                let _count = Done(&done);
+                task(t);
+            }
+        }
+    };
+    rayon::scope(|s| {
+        for k in 1..threads {
+            let work = &work;
+            s.spawn(move |_| work(k));
+        }
+        work(0);
+        while done.load(Ordering::Acquire) < n {
+            std::hint::spin_loop();
+        }
+    });
+}
+
+/// Counts a task as done when dropped.
+struct Done<'a>(&'a AtomicUsize);
+
+impl Drop for Done<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::Release);
+    }
+}
+
 #[cfg(test)]
 fn pollers_running() -> usize {
     POLLERS.with(|alive| alive.load(Ordering::Acquire))
@@ -165,5 +220,56 @@ mod tests {
             keep_workers_warm();
             assert_eq!(pollers_running(), 0);
         });
+    }
+
+    #[test]
+    fn run_tasks_runs_every_task_once_in_any_pool() {
+        for threads in [1, 2, 3] {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            for n in [0, 1, 2, 3, 7, 8, 100] {
+                let runs: Vec<AtomicUsize> = (0..n).map(|_| AtomicUsize::new(0)).collect();
+                let on: Vec<AtomicUsize> = (0..n).map(|_| AtomicUsize::new(usize::MAX)).collect();
+                pool.install(|| {
+                    run_tasks(n, |t| {
+                        runs[t].fetch_add(1, Ordering::Relaxed);
+                        on[t].store(rayon::current_thread_index().unwrap(), Ordering::Relaxed);
+                        // Long enough that the other threads pick up their shares.
+                        std::thread::sleep(Duration::from_micros(50));
+                    })
+                });
+                assert!(runs.iter().all(|r| r.load(Ordering::Relaxed) == 1), "{threads} threads, {n} tasks");
+                let used: std::collections::HashSet<usize> = on.iter().map(|t| t.load(Ordering::Relaxed)).collect();
+                assert!(used.len() <= threads);
+            }
+        }
+        // Outside any pool: the global pool runs them.
+        let sum = AtomicUsize::new(0);
+        run_tasks(10, |t| {
+            sum.fetch_add(t, Ordering::Relaxed);
+        });
+        assert_eq!(sum.into_inner(), 45);
+    }
+
+    #[test]
+    fn a_panicking_task_panics_the_caller_without_hanging() {
+        for bad in [0, 5, 7] {
+            // On a thread of its own, so a hang fails the test instead of
+            // stalling it.
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    pool.install(|| {
+                        run_tasks(8, |t| {
+                            std::thread::sleep(Duration::from_micros(100));
+                            assert!(t != bad, "task {t} fails");
+                        })
+                    })
+                }));
+                tx.send(result.is_err()).unwrap();
+            });
+            let panicked = rx.recv_timeout(Duration::from_secs(20)).expect("run_tasks hung after a task panicked");
+            assert!(panicked, "the panic of task {bad} reached the caller");
+        }
     }
 }

@@ -43,7 +43,7 @@ pub mod sparse;
 use std::cell::RefCell;
 use std::mem::MaybeUninit;
 use std::ops::Range;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use rayon::prelude::*;
 
@@ -281,9 +281,14 @@ unsafe fn forward_simd(isa: Isa, d: Dims, x: &[f32], w: &[f32], bias: Option<&[f
     // Tasks own disjoint ranges of whole register tiles of output columns.
     let cols = tile_cols(isa);
     let per_task = d.n_out.div_ceil(rayon::current_num_threads() * 4).div_ceil(cols).max(1) * cols;
-    (0..d.n_out.div_ceil(per_task)).into_par_iter().all(|t| {
+    // Cleared by a task that finds a NaN or +∞ in W; the others then stop.
+    let finite = AtomicBool::new(true);
+    crate::kernels::run_tasks(d.n_out.div_ceil(per_task), |t| {
+        if !finite.load(Ordering::Relaxed) {
+            return;
+        }
         let (j0, j1) = (t * per_task, ((t + 1) * per_task).min(d.n_out));
-        PACKED.with(|packed| {
+        let ok = PACKED.with(|packed| {
             let mut packed = packed.borrow_mut();
             let Packed { call: packed_for, panels, rows } = &mut *packed;
             if *packed_for != call {
@@ -317,8 +322,12 @@ unsafe fn forward_simd(isa: Isa, d: Dims, x: &[f32], w: &[f32], bias: Option<&[f
                     Isa::Scalar => unreachable!(),
                 }
             }
-        })
-    })
+        });
+        if !ok {
+            finite.store(false, Ordering::Relaxed);
+        }
+    });
+    finite.into_inner()
 }
 
 /// Numbers the SIMD forward calls, to tell a thread's panels of the current
@@ -621,7 +630,8 @@ pub fn grads_with(
     }
     jobs.extend(x_jobs);
     let n_in32 = n_in as u32;
-    jobs.into_par_iter().for_each(|job| match job {
+    let jobs: Vec<std::sync::Mutex<Option<Rows>>> = jobs.into_iter().map(|j| std::sync::Mutex::new(Some(j))).collect();
+    crate::kernels::run_tasks(jobs.len(), |t| match jobs[t].lock().unwrap().take().unwrap() {
         Rows::X(n0, rows) => {
             // Row by row, each slot summing in output order. (An earlier
             // version interleaved 8 rows through a transposed copy, to
