@@ -22,6 +22,11 @@
 //! (`MORPHGRAD_SPIN_US` microseconds, default 1000; `0` turns spinning off).
 //! After a longer pause the workers sleep as before, and the next op wakes
 //! them once.
+//!
+//! The max-plus kernels hand their tasks out with [`run_tasks`]: each
+//! thread starts at its own share of the tasks, the same from one call to
+//! the next, and the caller waits for the last one with a plain spin rather
+//! than rayon's idle loop, which yields to the OS between its checks.
 
 use std::cell::Cell;
 use std::sync::Arc;
@@ -127,7 +132,6 @@ fn poll(spin: Duration) {
     }
 }
 
-/// Pollers the calling thread started that are still running.
 /// Run `task(t)` for every `t` in `0..n` on the current pool's threads,
 /// the calling thread included; return when all have run.
 ///
@@ -183,6 +187,7 @@ impl Drop for Done<'_> {
     }
 }
 
+/// Pollers the calling thread started that are still running.
 #[cfg(test)]
 fn pollers_running() -> usize {
     POLLERS.with(|alive| alive.load(Ordering::Acquire))

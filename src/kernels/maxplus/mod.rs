@@ -630,6 +630,7 @@ pub fn grads_with(
     }
     jobs.extend(x_jobs);
     let n_in32 = n_in as u32;
+    // Each job is taken, once, by the task that claims its index.
     let jobs: Vec<std::sync::Mutex<Option<Rows>>> = jobs.into_iter().map(|j| std::sync::Mutex::new(Some(j))).collect();
     crate::kernels::run_tasks(jobs.len(), |t| match jobs[t].lock().unwrap().take().unwrap() {
         Rows::X(n0, rows) => {
