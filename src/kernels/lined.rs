@@ -4,7 +4,7 @@
 //! offsets that are multiples of 16 elements. malloc only promises 16-byte
 //! alignment, so in a buffer where it happened to put the start 16, 32 or 48
 //! bytes into a line, every such load straddled two lines: the max-plus
-//! forward at batch 16 ran 104–106 µs with its packed `x` where malloc put
+//! forward at batch 16 ran 103–106 µs with its packed `x` where malloc put
 //! it against 78–79 µs with it aligned (docs/performance.md, item 18).
 
 use std::fmt;

@@ -342,7 +342,7 @@ struct Packed {
     /// add of the inner loop reads one register of a panel; with the panels
     /// where malloc put them (16 or 32 bytes into a line, depending on the
     /// heap) each of those loads straddled two cache lines, and the forward
-    /// at batch 16 took 104–106 µs instead of 78–79 µs.
+    /// at batch 16 took 103–106 µs instead of 78–79 µs.
     panels: Vec<f32>,
     /// x as it is, from a 64-byte boundary on (when winners are tracked).
     /// The winner search reads 16-input blocks of x's rows; x itself is
