@@ -13,9 +13,8 @@ use std::ops::{Deref, DerefMut};
 /// Bytes per cache line.
 pub const LINE: usize = 64;
 
-/// The first index of `v` on a cache-line boundary. `v` must have at least
-/// `LINE / size_of::<E>()` spare elements in front of what it is used for.
-pub fn line_start<E>(v: &[E]) -> usize {
+/// The first index of `v` on a cache-line boundary (at most one line in).
+fn line_start<E>(v: &[E]) -> usize {
     v.as_ptr().align_offset(LINE).min(LINE / size_of::<E>())
 }
 
@@ -24,6 +23,13 @@ pub struct Lined<E> {
     buf: Vec<E>,
     at: usize,
     len: usize,
+}
+
+impl<E> Lined<E> {
+    /// An empty buffer (allocates nothing).
+    pub const fn new() -> Lined<E> {
+        Lined { buf: Vec::new(), at: 0, len: 0 }
+    }
 }
 
 impl<E: Copy> Lined<E> {
@@ -48,9 +54,9 @@ impl<E> DerefMut for Lined<E> {
     }
 }
 
-impl<E: Copy + Default> Default for Lined<E> {
+impl<E> Default for Lined<E> {
     fn default() -> Lined<E> {
-        Lined::filled(0, E::default())
+        Lined::new()
     }
 }
 

@@ -47,7 +47,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use rayon::prelude::*;
 
-use crate::kernels::lined::line_start;
+use crate::kernels::lined::Lined;
 
 /// Sizes of one max-plus product: `x [batch, n_in]`, `W [n_out, n_in]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -294,26 +294,23 @@ unsafe fn forward_simd(isa: Isa, d: Dims, x: &[f32], w: &[f32], bias: Option<&[f
             if *packed_for != call {
                 // The transpose and the copy overwrite what they use; only
                 // the lanes of a last, partial panel need zeros.
-                if panels.len() != d.n_in * bp + 16 || !d.batch.is_multiple_of(lanes) {
-                    panels.clear();
-                    panels.resize(d.n_in * bp + 16, 0.0);
+                if panels.len() != d.n_in * bp || !d.batch.is_multiple_of(lanes) {
+                    *panels = Lined::filled(d.n_in * bp, 0.0);
                 }
-                let at = line_start(panels);
-                let packed = panels[at..at + d.n_in * bp].chunks_exact_mut(lanes * d.n_in);
-                for (rows, panel) in x.chunks(lanes * d.n_in).zip(packed) {
+                for (rows, panel) in x.chunks(lanes * d.n_in).zip(panels.chunks_exact_mut(lanes * d.n_in)) {
                     crate::kernels::transpose_block_into(rows, rows.len() / d.n_in, d.n_in, d.n_in, panel, lanes);
                 }
                 if !out.winners.is_null() {
-                    rows.resize(x.len() + 16, 0.0);
-                    let at = line_start(rows);
-                    rows[at..at + x.len()].copy_from_slice(x);
+                    if rows.len() != x.len() {
+                        *rows = Lined::filled(x.len(), 0.0);
+                    }
+                    rows.copy_from_slice(x);
                 }
                 *packed_for = call;
             }
             // x as the winner search reads it: the aligned copy if there is one.
-            let x = if out.winners.is_null() { x } else { &rows[line_start(rows)..][..x.len()] };
-            let xp = &panels[line_start(panels)..][..d.n_in * bp];
-            let k = Kernel { d, bp, x, xp, w, bias, out };
+            let x = if out.winners.is_null() { x } else { &rows[..] };
+            let k = Kernel { d, bp, x, xp: panels, w, bias, out };
             // SAFETY: `isa` is available (the caller's contract); tasks write disjoint columns.
             unsafe {
                 match isa {
@@ -343,17 +340,17 @@ struct Packed {
     /// where malloc put them (16 or 32 bytes into a line, depending on the
     /// heap) each of those loads straddled two cache lines, and the forward
     /// at batch 16 took 103–106 µs instead of 78–79 µs.
-    panels: Vec<f32>,
+    panels: Lined<f32>,
     /// x as it is, from a 64-byte boundary on (when winners are tracked).
     /// The winner search reads 16-input blocks of x's rows; x itself is
     /// only 16-byte aligned by malloc, so most blocks straddled two cache
     /// lines. Aligned, each is one: the forward with winners ran 3 % faster
     /// at batch 16 and 64 (one thread: 150 → 145.6 and 578 → 561 µs).
-    rows: Vec<f32>,
+    rows: Lined<f32>,
 }
 
 thread_local! {
-    static PACKED: RefCell<Packed> = const { RefCell::new(Packed { call: u64::MAX, panels: Vec::new(), rows: Vec::new() }) };
+    static PACKED: RefCell<Packed> = const { RefCell::new(Packed { call: u64::MAX, panels: Lined::new(), rows: Lined::new() }) };
 }
 
 /// The reference kernel over row chunks of the batch.
