@@ -29,7 +29,7 @@ fn conv(c: &mut Criterion) {
     g.bench_function("fwd_64x128x16x16_k128", |bch| bch.iter(|| no_grad(|| ops::conv2d(&x, &w, Some(&b), 1, 1))));
     g.throughput(Throughput::Elements(3 * flop as u64));
     g.bench_function("fwd_bwd_64x128x16x16_k128", |bch| {
-        bch.iter(|| ops::conv2d(&x, &w, Some(&b), 1, 1).backward_with(gy.clone()))
+        bch.iter(|| ops::conv2d(&x, &w, Some(&b), 1, 1).backward_with(&gy))
     });
     g.finish();
 }

@@ -32,9 +32,7 @@ fn dense(c: &mut Criterion) {
         let x = Tensor::param(input(&[batch, 512], 1));
         let gy = input(&[batch, 512], 2);
         g.throughput(Throughput::Elements((batch * 512 * 513) as u64));
-        g.bench_function(format!("dense_fwd_bwd/{batch}x512x512"), |b| {
-            b.iter(|| layer.forward(&x).backward_with(gy.clone()))
-        });
+        g.bench_function(format!("dense_fwd_bwd/{batch}x512x512"), |b| b.iter(|| layer.forward(&x).backward_with(&gy)));
         if batch == 64 {
             g.bench_function("dense_fwd/64x512x512", |b| b.iter(|| layer.forward(&x)));
             g.bench_function("dense_fwd_nograd/64x512x512", |b| b.iter(|| no_grad(|| layer.forward(&x))));
@@ -44,7 +42,7 @@ fn dense(c: &mut Criterion) {
     let x = Tensor::param(input(&[64, 512], 1));
     let gy = input(&[64, 512], 2);
     g.throughput(Throughput::Elements((64 * 512 * 513) as u64));
-    g.bench_function("sparse_fwd_bwd/64x512x512_k1024", |b| b.iter(|| layer.forward(&x).backward_with(gy.clone())));
+    g.bench_function("sparse_fwd_bwd/64x512x512_k1024", |b| b.iter(|| layer.forward(&x).backward_with(&gy)));
     g.bench_function("sparse_fwd/64x512x512_k1024", |b| b.iter(|| layer.forward(&x)));
     g.finish();
 }

@@ -169,8 +169,8 @@ fn sparse_equals_dense_with(p: &Problem, first_stored_minus_inf: bool) -> Result
     let g: ArrayD<f32> = ArrayD::from_shape_fn(IxDyn(&[p.d.batch, p.d.n_out]), |i| {
         ((i[0] * 7919 + i[1] * 104_729) % 1000) as f32 * 1.37e-3 - 0.6137
     });
-    let gd = y_dense.backward_with(g.clone());
-    let gs = y_sparse.backward_with(g);
+    let gd = y_dense.backward_with(&g);
+    let gs = y_sparse.backward_with(&g);
     prop_assert_eq!(bits(gs.get(&x).unwrap().as_slice().unwrap()), bits(gd.get(&x).unwrap().as_slice().unwrap()));
     prop_assert_eq!(gs.get(&bs).unwrap(), gd.get(&bd).unwrap());
     prop_assert_eq!(&sw.dense_grad(gs.get(&sw.values).unwrap()), gd.get(&wd).unwrap());
@@ -396,7 +396,7 @@ fn a_second_backward_pass_through_the_same_layer_gives_the_same_gradients() {
     let b = Tensor::param(ramp(n_out, 0.02));
     let y = ops::maxplus(&x, &w, Some(&b));
     let g = ramp(batch * n_out, 0.05).into_shape_with_order(IxDyn(&[batch, n_out])).unwrap();
-    let (first, second) = (y.backward_with(g.clone()), y.backward_with(g));
+    let (first, second) = (y.backward_with(&g), y.backward_with(&g));
     for t in [&x, &w, &b] {
         assert_eq!(first.get(t), second.get(t));
     }

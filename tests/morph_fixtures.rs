@@ -13,7 +13,7 @@ use ndarray::ArrayD;
 use rand::SeedableRng;
 
 fn vjp(y: &Tensor, grad_y: &ArrayD<f32>) -> Grads {
-    y.backward_with(grad_y.clone())
+    y.backward_with(grad_y)
 }
 
 fn check_dense(case: &str, bias: bool) {

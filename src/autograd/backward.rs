@@ -34,6 +34,17 @@ impl Grads {
         self.0.is_empty()
     }
 
+    /// Add the gradients that `op`'s inputs receive from the gradient `g` of
+    /// its output `node`.
+    fn propagate(&mut self, op: &Op, node: &Tensor, g: &Grad) {
+        crate::kernels::keep_workers_warm();
+        for (input, gin) in input_grads(op, node, g) {
+            if input.requires_grad() {
+                self.accumulate(input, gin);
+            }
+        }
+    }
+
     fn accumulate(&mut self, t: &Tensor, g: Grad) {
         debug_assert_eq!(g.shape(), t.shape(), "gradient shape for {:?}", t.op().map(Op::name));
         match self.0.get_mut(&t.id()) {
@@ -52,27 +63,30 @@ impl Grads {
 /// receives the sum of the gradients of its uses.
 pub fn backward(root: &Tensor) -> Grads {
     assert_eq!(root.numel(), 1, "backward() needs a one-element output, got shape {:?}", root.shape());
-    backward_with(root, ArrayD::from_elem(IxDyn(root.shape()), 1.0))
+    backward_with(root, &ArrayD::from_elem(IxDyn(root.shape()), 1.0))
 }
 
 /// Vector-Jacobian product: back-propagate a given upstream gradient
 /// `grad_root` (shaped like `root`), i.e. the gradients of `Σ root ⊙ grad_root`.
-pub fn backward_with(root: &Tensor, grad_root: Grad) -> Grads {
+/// Borrowed, as PyTorch's `y.backward(gy)` does: it is read, never copied
+/// (unless `root` is itself a leaf, whose gradient it then is).
+pub fn backward_with(root: &Tensor, grad_root: &Grad) -> Grads {
     assert_eq!(grad_root.shape(), root.shape(), "backward_with: upstream gradient shape");
     let mut grads = Grads::default();
     if !root.requires_grad() {
         return grads;
     }
-    grads.0.insert(root.id(), grad_root);
-    for node in topological_order(root).iter().rev() {
+    let Some(op) = root.op() else {
+        grads.0.insert(root.id(), grad_root.clone());
+        return grads;
+    };
+    grads.propagate(op, root, grad_root);
+    // The root comes last in topological order, and no other node feeds it.
+    let order = topological_order(root);
+    for node in order[..order.len() - 1].iter().rev() {
         let Some(op) = node.op() else { continue };
         let Some(g) = grads.0.remove(&node.id()) else { continue };
-        crate::kernels::keep_workers_warm();
-        for (input, gin) in input_grads(op, node, &g) {
-            if input.requires_grad() {
-                grads.accumulate(input, gin);
-            }
-        }
+        grads.propagate(op, node, &g);
     }
     grads
 }
@@ -168,4 +182,35 @@ fn input_grads<'a>(op: &'a Op, out: &Tensor, g: &Grad) -> Vec<(&'a Tensor, Grad)
 
 fn scalar(g: &Grad) -> f32 {
     *g.iter().next().expect("scalar gradient")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::arr1;
+
+    #[test]
+    fn the_upstream_gradient_of_a_leaf_is_its_gradient() {
+        let a = Tensor::param(arr1(&[1.0f32, 2.0]).into_dyn());
+        let g = arr1(&[3.0f32, -4.0]).into_dyn();
+        let grads = a.backward_with(&g);
+        assert_eq!(grads.get(&a), Some(&g));
+        assert_eq!(grads.len(), 1);
+        assert!(Tensor::new(g.clone()).backward_with(&g).is_empty(), "a constant has no gradient");
+    }
+
+    #[test]
+    fn the_upstream_gradient_is_read_through_every_path() {
+        // y = a·(a + b): dy/da = 2a + b, dy/db = a, each scaled by g.
+        let a = Tensor::param(arr1(&[1.0f32, 2.0]).into_dyn());
+        let b = Tensor::param(arr1(&[5.0f32, -1.0]).into_dyn());
+        let y = a.mul(&a.add(&b));
+        let g = arr1(&[3.0f32, -4.0]).into_dyn();
+        let grads = y.backward_with(&g);
+        assert_eq!(grads.get(&a), Some(&arr1(&[21.0f32, -12.0]).into_dyn()));
+        assert_eq!(grads.get(&b), Some(&arr1(&[3.0f32, -8.0]).into_dyn()));
+        // The graph and the upstream gradient are untouched: a second pass agrees.
+        let again = y.backward_with(&g);
+        assert_eq!((again.get(&a), again.get(&b)), (grads.get(&a), grads.get(&b)));
+    }
 }

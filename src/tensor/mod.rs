@@ -139,8 +139,8 @@ impl Tensor {
     }
 
     /// Back-propagate an upstream gradient shaped like `self` (a
-    /// vector-Jacobian product). See [`autograd::backward_with`].
-    pub fn backward_with(&self, grad: ArrayD<f32>) -> Grads {
+    /// vector-Jacobian product), read in place. See [`autograd::backward_with`].
+    pub fn backward_with(&self, grad: &ArrayD<f32>) -> Grads {
         autograd::backward_with(self, grad)
     }
 
