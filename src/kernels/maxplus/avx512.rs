@@ -69,9 +69,11 @@ unsafe fn tile<const NJ: usize>(k: &Kernel<'_>, j: usize, nb: usize, first: bool
                 // SAFETY: the mask keeps the load inside the row's [i0, i1).
                 w_sum = _mm512_add_ps(w_sum, unsafe { _mm512_maskz_loadu_ps(lanes, r.add(i0)) });
             }
-            for g in gw.iter().flatten() {
-                // SAFETY: as the loads, in the task's own gradient rows.
-                unsafe { _mm512_mask_storeu_ps(g.add(i0), lanes, _mm512_setzero_ps()) };
+            if let Some(gw) = &gw {
+                for g in gw {
+                    // SAFETY: as the loads, in the task's own gradient rows.
+                    unsafe { _mm512_mask_storeu_ps(g.add(i0), lanes, _mm512_setzero_ps()) };
+                }
             }
         }
         if track {
