@@ -63,9 +63,11 @@ unsafe fn tile<const NJ: usize>(k: &Kernel<'_>, j: usize, nb: usize, first: bool
                     // SAFETY: the mask keeps the load inside the row's [h, i1).
                     w_sum = _mm256_add_ps(w_sum, unsafe { _mm256_maskload_ps(r.add(h), valid) });
                 }
-                for g in gw.iter().flatten() {
-                    // SAFETY: as the loads, in the task's own gradient rows.
-                    unsafe { _mm256_maskstore_ps(g.add(h), valid, _mm256_setzero_ps()) };
+                if let Some(gw) = &gw {
+                    for g in gw {
+                        // SAFETY: as the loads, in the task's own gradient rows.
+                        unsafe { _mm256_maskstore_ps(g.add(h), valid, _mm256_setzero_ps()) };
+                    }
                 }
             }
         }
