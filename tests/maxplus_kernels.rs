@@ -385,6 +385,45 @@ fn nan_or_plus_infinity_weights_anywhere_give_the_scalar_results_in_every_kernel
 }
 
 #[test]
+fn non_finite_inputs_anywhere_give_the_scalar_results_in_every_kernel() {
+    // Every thread checks x as it packs its copies of it: a NaN or ±∞ in
+    // any row — the first, the first and last of a last, partial panel —
+    // must send the whole product to the exact path, with and without
+    // winners, and into new buffers with a zero-filled weight gradient.
+    let d = Dims { batch: 20, n_in: 100, n_out: 515 }; // 20 rows = 16 + 4 = 8 + 8 + 4
+    let w: Vec<f32> = (0..d.n_out * d.n_in)
+        .map(|k| if k % 9 == 4 { f32::NEG_INFINITY } else { (k % 17) as f32 * 0.125 - 1.0 })
+        .collect();
+    for (row, input, bad) in [
+        (0, 0, f32::NAN),
+        (19, 99, f32::INFINITY),
+        (16, 50, f32::NEG_INFINITY),
+        (7, 64, -f32::NAN),
+        (8, 3, f32::INFINITY),
+    ] {
+        let mut x: Vec<f32> = (0..d.batch * d.n_in).map(|k| (k % 13) as f32 * 0.25 - 1.0).collect();
+        x[row * d.n_in + input] = bad;
+        let p = Problem { d, x, w: w.clone(), bias: Some(vec![0.5; d.n_out]) };
+        let (y_ref, w_ref) = run(Isa::Scalar, &p, true);
+        let y_row = &y_ref[row * d.n_out..(row + 1) * d.n_out];
+        // (-∞ only takes its input out of the running.)
+        assert!(bad == f32::NEG_INFINITY || y_row.iter().any(|v| !v.is_finite()), "row {row} sees its bad input");
+        for isa in Isa::available() {
+            for winners in [true, false] {
+                let (y, win) = run(isa, &p, winners);
+                assert_eq!(bits(&y), bits(&y_ref), "{isa:?}: bad input at ({row}, {input})");
+                if winners {
+                    assert_eq!(win, w_ref, "{isa:?}: bad input at ({row}, {input})");
+                }
+            }
+        }
+        let out = maxplus::forward_new(d, &p.x, &p.w, p.bias.as_deref(), true, true);
+        assert_eq!((bits(&out.y), out.winners), (bits(&y_ref), w_ref), "forward_new: bad input at ({row}, {input})");
+        assert_eq!(out.grad_w, Some(vec![0.0; d.n_out * d.n_in]), "forward_new: bad input at ({row}, {input})");
+    }
+}
+
+#[test]
 fn a_second_backward_pass_through_the_same_layer_gives_the_same_gradients() {
     // The first backward pass takes the weight gradient buffer that the
     // forward kernel zero-filled; a second one through the same graph
