@@ -8,6 +8,10 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use morphgrad::{Tensor, autograd::no_grad, ops};
 use ndarray::{ArrayD, IxDyn};
 
+/// Tensors and buffers of 1 KiB or more start on a cache line (see the type).
+#[global_allocator]
+static ALLOC: morphgrad::kernels::LineAligned = morphgrad::kernels::LineAligned;
+
 /// Deterministic pseudo-random values in [-0.5, 0.5).
 fn input(shape: &[usize], seed: usize) -> ArrayD<f32> {
     let n: usize = shape.iter().product();

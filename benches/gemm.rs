@@ -9,6 +9,10 @@
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use morphgrad::kernels::gemm::{MatRef, gemm_into};
 
+/// Tensors and buffers of 1 KiB or more start on a cache line (see the type).
+#[global_allocator]
+static ALLOC: morphgrad::kernels::LineAligned = morphgrad::kernels::LineAligned;
+
 fn sgemm_512(c: &mut Criterion) {
     morphgrad::kernels::adopt_calling_thread();
     let n = 512;

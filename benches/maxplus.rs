@@ -14,6 +14,10 @@ use morphgrad::nn::{MaxPlus, SparseMaxPlus};
 use ndarray::{ArrayD, IxDyn};
 use rand::{SeedableRng, rngs::Xoshiro256PlusPlus};
 
+/// Tensors and buffers of 1 KiB or more start on a cache line (see the type).
+#[global_allocator]
+static ALLOC: morphgrad::kernels::LineAligned = morphgrad::kernels::LineAligned;
+
 fn input(shape: &[usize], seed: u64) -> ArrayD<f32> {
     let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     ArrayD::from_shape_simple_fn(IxDyn(shape), || {

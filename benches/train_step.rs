@@ -11,6 +11,10 @@ use morphgrad::optim::{Adam, Optimizer};
 use morphgrad::{Tensor, ops};
 use ndarray::{ArrayD, IxDyn};
 
+/// Tensors and buffers of 1 KiB or more start on a cache line (see the type).
+#[global_allocator]
+static ALLOC: morphgrad::kernels::LineAligned = morphgrad::kernels::LineAligned;
+
 fn batch() -> (Tensor, Vec<usize>) {
     let mut s = 0x2545_F491_4F6C_DD1Du64;
     let x = ArrayD::from_shape_simple_fn(IxDyn(&[64, 3, 32, 32]), || {

@@ -9,6 +9,10 @@ use clap::{Args, Parser, Subcommand};
 use morphgrad::experiment::cifar::{self, CifarProtocol, CifarSource};
 use morphgrad::experiment::grid::Parallelism;
 
+/// Tensors and buffers of 1 KiB or more start on a cache line (see the type).
+#[global_allocator]
+static ALLOC: morphgrad::kernels::LineAligned = morphgrad::kernels::LineAligned;
+
 #[derive(Parser)]
 #[command(name = "morphgrad", version, about = "Train, prune and study hybrid linear-morphological networks on CPU")]
 struct Cli {

@@ -62,9 +62,23 @@ fn problem() -> impl Strategy<Value = Problem> {
 }
 
 fn run(isa: Isa, p: &Problem, winners: bool) -> (Vec<f32>, Vec<u32>) {
+    run_at(isa, p, winners, &p.x)
+}
+
+/// [`run`] on a copy of x placed `shift` floats after the start of a cache
+/// line: the kernels read x in place when it starts on one and copy it to
+/// one when it does not.
+fn run_shifted(isa: Isa, p: &Problem, winners: bool, shift: usize) -> (Vec<f32>, Vec<u32>) {
+    let mut buf = vec![0.0f32; p.x.len() + 16 + shift];
+    let at = buf.as_ptr().align_offset(64) + shift;
+    buf[at..at + p.x.len()].copy_from_slice(&p.x);
+    run_at(isa, p, winners, &buf[at..at + p.x.len()])
+}
+
+fn run_at(isa: Isa, p: &Problem, winners: bool, x: &[f32]) -> (Vec<f32>, Vec<u32>) {
     let mut y = vec![0.0; p.d.batch * p.d.n_out];
     let mut win = vec![0u32; if winners { y.len() } else { 0 }];
-    maxplus::forward_with(isa, p.d, &p.x, &p.w, p.bias.as_deref(), &mut y, winners.then_some(&mut win[..]));
+    maxplus::forward_with(isa, p.d, x, &p.w, p.bias.as_deref(), &mut y, winners.then_some(&mut win[..]));
     (y, win)
 }
 
@@ -79,9 +93,11 @@ proptest! {
     fn every_simd_kernel_equals_the_scalar_reference(p in problem()) {
         let (y_ref, w_ref) = run(Isa::Scalar, &p, true);
         for isa in Isa::available() {
-            let (y, w) = run(isa, &p, true);
-            prop_assert_eq!(bits(&y), bits(&y_ref), "{:?} values", isa);
-            prop_assert_eq!(&w, &w_ref, "{:?} winners", isa);
+            for shift in [0, 1] {
+                let (y, w) = run_shifted(isa, &p, true, shift);
+                prop_assert_eq!(bits(&y), bits(&y_ref), "{:?} values, x {} floats into a line", isa, shift);
+                prop_assert_eq!(&w, &w_ref, "{:?} winners, x {} floats into a line", isa, shift);
+            }
             let (y_fast, _) = run(isa, &p, false);
             prop_assert_eq!(bits(&y_fast), bits(&y_ref), "{:?} values without winners", isa);
         }

@@ -42,6 +42,7 @@ pub mod maxplus;
 mod pool;
 mod transpose;
 
+pub use lined::LineAligned;
 pub use pool::{Driving, adopt_calling_thread, drive_from_current_thread, keep_workers_warm, run_tasks};
 pub use transpose::{transpose_block_into, transpose_into};
 

@@ -47,7 +47,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use rayon::prelude::*;
 
-use crate::kernels::lined::Lined;
+use crate::kernels::lined::{Lined, on_a_line};
 
 /// Sizes of one max-plus product: `x [batch, n_in]`, `W [n_out, n_in]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -300,7 +300,7 @@ unsafe fn forward_simd(isa: Isa, d: Dims, x: &[f32], w: &[f32], bias: Option<&[f
                 for (rows, panel) in x.chunks(lanes * d.n_in).zip(panels.chunks_exact_mut(lanes * d.n_in)) {
                     crate::kernels::transpose_block_into(rows, rows.len() / d.n_in, d.n_in, d.n_in, panel, lanes);
                 }
-                if !out.winners.is_null() {
+                if !out.winners.is_null() && !on_a_line(x) {
                     if rows.len() != x.len() {
                         *rows = Lined::filled(x.len(), 0.0);
                     }
@@ -308,8 +308,8 @@ unsafe fn forward_simd(isa: Isa, d: Dims, x: &[f32], w: &[f32], bias: Option<&[f
                 }
                 *packed_for = call;
             }
-            // x as the winner search reads it: the aligned copy if there is one.
-            let x = if out.winners.is_null() { x } else { &rows[..] };
+            // x as the winner search reads it: on a line, copied there if need be.
+            let x = if out.winners.is_null() || on_a_line(x) { x } else { &rows[..] };
             let k = Kernel { d, bp, x, xp: panels, w, bias, out };
             // SAFETY: `isa` is available (the caller's contract); tasks write disjoint columns.
             unsafe {
@@ -341,11 +341,13 @@ struct Packed {
     /// heap) each of those loads straddled two cache lines, and the forward
     /// at batch 16 took 103–106 µs instead of 78–79 µs.
     panels: Lined<f32>,
-    /// x as it is, from a 64-byte boundary on (when winners are tracked).
-    /// The winner search reads 16-input blocks of x's rows; x itself is
-    /// only 16-byte aligned by malloc, so most blocks straddled two cache
-    /// lines. Aligned, each is one: the forward with winners ran 3 % faster
-    /// at batch 16 and 64 (one thread: 150 → 145.6 and 578 → 561 µs).
+    /// x as it is, from a 64-byte boundary on (when winners are tracked and
+    /// x itself does not start on a line). The winner search reads 16-input
+    /// blocks of x's rows; malloc only promises 16-byte alignment, so most
+    /// blocks straddled two cache lines. Aligned, each is one: the forward
+    /// with winners ran 3 % faster at batch 16 and 64 (one thread: 150 →
+    /// 145.6 and 578 → 561 µs). Under the [`LineAligned`](crate::kernels::LineAligned)
+    /// allocator x is on a line already and is read in place.
     rows: Lined<f32>,
 }
 
