@@ -3,7 +3,7 @@
 //! Ops record themselves on their output tensor ([`Op`]); [`backward`] walks
 //! that graph from a scalar loss and applies the chain rule, one `match` arm
 //! per op, collecting the gradients of the leaves in [`Grads`]. Nothing is
-//! recorded inside [`no_grad`]. [`gradcheck`] compares any op's analytic
+//! recorded inside [`no_grad`]. [`gradcheck()`] compares any op's analytic
 //! gradient with central finite differences.
 
 mod backward;

@@ -4,7 +4,7 @@
 //! reloads.
 //!
 //! `zero_grad`: gradients are not stored on parameters here. Every
-//! `backward()` returns a fresh [`Grads`](crate::autograd::Grads) — the
+//! `backward()` returns a fresh [`Grads`] — the
 //! equivalent of zeroing before each step. To accumulate over several
 //! backward passes, `merge` them into one `Grads` and `clear` it after the step.
 

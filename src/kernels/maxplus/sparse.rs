@@ -161,7 +161,7 @@ impl Winners {
 /// registers with `xᵀ[col[k], :] + v[k]` (adds and selects, no
 /// data-dependent branch). Entries are visited in column order and must
 /// beat the running best strictly, so ties go to the lowest column; the
-/// bias comes last. Rows are done [`R`] at a time in a small block that is
+/// bias comes last. Rows are done 16 (`R`) at a time in a small block that is
 /// transposed straight into its place in `y`. Non-finite inputs take the
 /// exact scalar path, which propagates NaN like the dense scalar kernel.
 pub fn forward(
