@@ -377,27 +377,34 @@ fn nan_or_plus_infinity_weights_anywhere_give_the_scalar_results_in_every_kernel
             w[row * d.n_in..(row + 1) * d.n_in].iter_mut().for_each(|v| *v = f32::MAX);
         }
         let p = Problem { d, x: x.clone(), w, bias: Some(vec![0.5; d.n_out]) };
-        let (y_ref, w_ref) = run(Isa::Scalar, &p, true);
+        let y_ref = every_kernel_gives_the_scalar_results(&p, &format!("bad weight at ({row}, {input})"));
         assert!(
             bad == f32::MAX || y_ref[row].is_nan() || y_ref[row] == f32::INFINITY,
             "row {row} sees its bad weight: {}",
             y_ref[row]
         );
-        for isa in Isa::available() {
-            for winners in [true, false] {
-                let (y, win) = run(isa, &p, winners);
-                assert_eq!(bits(&y), bits(&y_ref), "{isa:?}: bad weight at ({row}, {input})");
-                if winners {
-                    assert_eq!(win, w_ref, "{isa:?}: bad weight at ({row}, {input})");
-                }
+    }
+}
+
+/// Every kernel, with and without winners, and `forward_new` into new
+/// buffers give the scalar results bit for bit (the SIMD attempt may stop
+/// part-way; the exact path then fills every buffer, and zero-fills the
+/// weight gradient's). Returns the scalar outputs.
+fn every_kernel_gives_the_scalar_results(p: &Problem, case: &str) -> Vec<f32> {
+    let (y_ref, w_ref) = run(Isa::Scalar, p, true);
+    for isa in Isa::available() {
+        for winners in [true, false] {
+            let (y, win) = run(isa, p, winners);
+            assert_eq!(bits(&y), bits(&y_ref), "{isa:?}: {case}");
+            if winners {
+                assert_eq!(win, w_ref, "{isa:?}: {case}");
             }
         }
-        // New buffers: the SIMD attempt stops part-way, the exact path fills
-        // them all, and zero-fills the weight gradient's.
-        let out = maxplus::forward_new(d, &p.x, &p.w, p.bias.as_deref(), true, true);
-        assert_eq!((bits(&out.y), out.winners), (bits(&y_ref), w_ref), "forward_new: bad weight at ({row}, {input})");
-        assert_eq!(out.grad_w, Some(vec![0.0; d.n_out * d.n_in]), "forward_new: bad weight at ({row}, {input})");
     }
+    let out = maxplus::forward_new(p.d, &p.x, &p.w, p.bias.as_deref(), true, true);
+    assert_eq!((bits(&out.y), out.winners), (bits(&y_ref), w_ref), "forward_new: {case}");
+    assert_eq!(out.grad_w, Some(vec![0.0; p.w.len()]), "forward_new: {case}");
+    y_ref
 }
 
 #[test]
@@ -420,22 +427,10 @@ fn non_finite_inputs_anywhere_give_the_scalar_results_in_every_kernel() {
         let mut x: Vec<f32> = (0..d.batch * d.n_in).map(|k| (k % 13) as f32 * 0.25 - 1.0).collect();
         x[row * d.n_in + input] = bad;
         let p = Problem { d, x, w: w.clone(), bias: Some(vec![0.5; d.n_out]) };
-        let (y_ref, w_ref) = run(Isa::Scalar, &p, true);
+        let y_ref = every_kernel_gives_the_scalar_results(&p, &format!("bad input at ({row}, {input})"));
         let y_row = &y_ref[row * d.n_out..(row + 1) * d.n_out];
         // (-∞ only takes its input out of the running.)
         assert!(bad == f32::NEG_INFINITY || y_row.iter().any(|v| !v.is_finite()), "row {row} sees its bad input");
-        for isa in Isa::available() {
-            for winners in [true, false] {
-                let (y, win) = run(isa, &p, winners);
-                assert_eq!(bits(&y), bits(&y_ref), "{isa:?}: bad input at ({row}, {input})");
-                if winners {
-                    assert_eq!(win, w_ref, "{isa:?}: bad input at ({row}, {input})");
-                }
-            }
-        }
-        let out = maxplus::forward_new(d, &p.x, &p.w, p.bias.as_deref(), true, true);
-        assert_eq!((bits(&out.y), out.winners), (bits(&y_ref), w_ref), "forward_new: bad input at ({row}, {input})");
-        assert_eq!(out.grad_w, Some(vec![0.0; d.n_out * d.n_in]), "forward_new: bad input at ({row}, {input})");
     }
 }
 
