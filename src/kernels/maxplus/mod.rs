@@ -685,7 +685,8 @@ pub fn grads_with(
 }
 
 /// Rows `rows` × columns `cols` of the `[batch, n_out]` matrix `a`,
-/// output-major (`[cols][rows]`). Read down a column in place, entries
+/// output-major (`[cols][rows]`), into `t` (resized to fit; its earlier
+/// contents are overwritten). Read down a column in place, entries
 /// n_out apart (2 KB for 512 outputs) crowd into a few L1 sets and evict
 /// each other. Each weight-gradient job of [`grads`] copies only its own
 /// block, inside the parallel region: one shared transpose of the whole
