@@ -618,14 +618,17 @@ pub fn grads_with(
         }
     }
     // The W jobs at the places of the forward's tasks over the same rows
-    // (rayon hands out contiguous halves of the list, and so each thread
-    // mostly the rows whose cache lines it wrote), the X jobs spread among them.
+    // (`run_tasks` gives each thread a contiguous share of the list, and so
+    // the rows whose cache lines it wrote), each X job after a group of
+    // them. An X job reads rows of winners half of which the other core
+    // wrote; after its thread's W jobs rather than before them, the fwd+bwd
+    // loop at batch 16 ran ~1 µs faster (medians 93.4 → 92.5 µs).
     let (nx, nw) = (x_jobs.len(), w_jobs.len());
     let mut x_jobs = x_jobs.into_iter();
     let mut jobs = Vec::with_capacity(nx + nw);
     for (t, w_job) in w_jobs.into_iter().enumerate() {
-        jobs.extend(x_jobs.by_ref().take((t + 1) * nx / nw - t * nx / nw));
         jobs.push(w_job);
+        jobs.extend(x_jobs.by_ref().take((t + 1) * nx / nw - t * nx / nw));
     }
     jobs.extend(x_jobs);
     let n_in32 = n_in as u32;
