@@ -149,7 +149,8 @@ unsafe impl GlobalAlloc for LineAligned {
             // allocator keeps its alignment.
             return unsafe { System.realloc(ptr, old_ours, new_size) };
         }
-        // Across the threshold the alignment changes: move the block.
+        // Across the threshold the alignment changes: move the block (what
+        // the trait's default `realloc` does, which an override cannot call).
         // SAFETY: both blocks are valid for the bytes copied, and `ptr`
         // came from `alloc` with the caller's old layout.
         unsafe {

@@ -281,6 +281,8 @@ unsafe fn forward_simd(isa: Isa, d: Dims, x: &[f32], w: &[f32], bias: Option<&[f
     // Tasks own disjoint ranges of whole register tiles of output columns.
     let cols = tile_cols(isa);
     let per_task = d.n_out.div_ceil(rayon::current_num_threads() * 4).div_ceil(cols).max(1) * cols;
+    // Whether the winner search reads an aligned copy of x (see `Packed::rows`).
+    let copy_x = !out.winners.is_null() && !on_a_line(x);
     // Cleared by a task that finds a NaN or +∞ in W; the others then stop.
     let finite = AtomicBool::new(true);
     crate::kernels::run_tasks(d.n_out.div_ceil(per_task), |t| {
@@ -300,7 +302,7 @@ unsafe fn forward_simd(isa: Isa, d: Dims, x: &[f32], w: &[f32], bias: Option<&[f
                 for (rows, panel) in x.chunks(lanes * d.n_in).zip(panels.chunks_exact_mut(lanes * d.n_in)) {
                     crate::kernels::transpose_block_into(rows, rows.len() / d.n_in, d.n_in, d.n_in, panel, lanes);
                 }
-                if !out.winners.is_null() && !on_a_line(x) {
+                if copy_x {
                     if rows.len() != x.len() {
                         *rows = Lined::filled(x.len(), 0.0);
                     }
@@ -309,7 +311,7 @@ unsafe fn forward_simd(isa: Isa, d: Dims, x: &[f32], w: &[f32], bias: Option<&[f
                 *packed_for = call;
             }
             // x as the winner search reads it: on a line, copied there if need be.
-            let x = if out.winners.is_null() || on_a_line(x) { x } else { &rows[..] };
+            let x = if copy_x { &rows[..] } else { x };
             let k = Kernel { d, bp, x, xp: panels, w, bias, out };
             // SAFETY: `isa` is available (the caller's contract); tasks write disjoint columns.
             unsafe {
