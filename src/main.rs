@@ -1,13 +1,18 @@
 //! `morphgrad` command line: parses arguments, calls the library, prints.
 //! Run with no arguments for the default job: the CIFAR-10 reproduction on
-//! built-in synthetic data at a small width (a few minutes on 2 cores).
+//! built-in synthetic data at a small width (under a minute on 2 cores).
 
 use std::path::PathBuf;
+use std::time::Instant;
 
-use anyhow::{Context, Result};
-use clap::{Args, Parser, Subcommand};
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use morphgrad::experiment::cifar::{self, CifarProtocol, CifarSource};
-use morphgrad::experiment::grid::Parallelism;
+use morphgrad::experiment::grid::{Grid, Outcome, Parallelism, Shard, parse_seeds};
+use morphgrad::experiment::mtat::{self, MtatProtocol};
+use morphgrad::experiment::plan::{self, Plan};
+use morphgrad::experiment::{self as exp, Reproduced, report};
+use morphgrad::models::HeadKind;
 
 /// Tensors and buffers of 1 KiB or more start on a cache line (see the type).
 #[global_allocator]
@@ -25,6 +30,10 @@ enum Command {
     /// Reproduce an experiment of "Sparse Hybrid Linear-Morphological Networks".
     #[command(subcommand)]
     Reproduce(Reproduce),
+    /// Tables and plots of every finished run under one or more output folders (shards of one
+    /// grid, folders copied from several machines): results.json, results.csv, table.md,
+    /// table.tex and the figures, exactly as `reproduce` writes them.
+    Report(ReportArgs),
     /// Run the CIFAR net on given weights and inputs; write logits, loss and gradients.
     Forward(ForwardArgs),
     /// MagnaTagATune data tools.
@@ -53,80 +62,110 @@ enum Reproduce {
     Mtat(MtatArgs),
 }
 
-#[derive(Args, Clone)]
-struct MtatArgs {
-    /// MTAT in the reference layout (split files, binary.npy, npy/<dir>/<clip>.npy).
-    /// Default: synthetic MTAT-like clips generated under <out>/synthetic-data.
+#[derive(Args)]
+struct ReportArgs {
+    /// Output folders of one protocol (each holds protocol.json and runs/).
+    #[arg(required = true)]
+    dirs: Vec<PathBuf>,
+    /// Where to write the report [default: the first folder].
     #[arg(long)]
-    data: Option<PathBuf>,
-    /// Channel width C (the paper: 128; the head is 4C → 4C → tags).
-    #[arg(long, default_value_t = 8)]
-    channels: usize,
-    /// Epochs of each phase: Adam, then SGD (Nesterov) at 1e-3, 1e-4, 1e-5. The paper: 80,20.
-    #[arg(long, default_value = "10,2")]
-    epochs: String,
-    #[arg(long, default_value_t = 2)]
-    seeds: u64,
-    /// Heads; the paper's figure compares relu, maxout, dense-morph-nobn and sparse-morph.
-    #[arg(long, default_value = "relu,maxout,dense-morph-nobn,sparse-morph")]
-    heads: String,
-    /// Drop the BatchNorm of every morph head.
+    out: Option<PathBuf>,
+    /// Fail if any run of the grids is not finished (by default they are listed and left out).
+    #[arg(long)]
+    require_complete: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Preset {
+    /// The paper's protocol (see each flag's help for the value it sets).
+    Paper,
+}
+
+/// How a grid of runs is chosen and spread over processes; shared by both experiments.
+#[derive(Args, Clone)]
+struct GridArgs {
+    /// Set every protocol flag to the paper's value; flags given explicitly override it.
+    #[arg(long, value_enum)]
+    preset: Option<Preset>,
+    /// Seeds: a count N (seeds 0..N), a range 3-7, or a list 0,3,4 [default: 2; paper: 5].
+    #[arg(long)]
+    seeds: Option<String>,
+    /// Comma-separated heads: relu, maxout, zhang, dense-morph, sparse-morph (+ -nobn variants)
+    /// [default and paper: relu,maxout,dense-morph,sparse-morph for cifar;
+    /// relu,maxout,dense-morph-nobn,sparse-morph for mtat].
+    #[arg(long)]
+    heads: Option<String>,
+    /// Drop the BatchNorm of every morph head (dense-morph, sparse-morph).
     #[arg(long)]
     no_bn: bool,
-    #[arg(long, default_value = "0.8,0.9,0.95,0.98")]
-    ratios: String,
-    #[arg(long, default_value = "out/mtat")]
-    out: PathBuf,
+    /// Output folder, shared by every shard of a grid [default: out/cifar or out/mtat].
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Runs trained side by side in this process: `auto` or a number. Threads per run are this
+    /// process's cores (SLURM_CPUS_PER_TASK in a Slurm job) divided among them.
     #[arg(long, default_value = "auto")]
     jobs: String,
-    #[arg(long, default_value_t = 16)]
-    batch_size: usize,
-    /// Adam learning rate of the first phase (the paper: 1e-4).
-    #[arg(long, default_value_t = 1e-4)]
-    adam_lr: f32,
-    /// Synthetic data: clips in train, valid, test.
-    #[arg(long, default_value = "640,128,128")]
-    synthetic_clips: String,
-    /// Synthetic data: seconds per clip.
-    #[arg(long, default_value_t = 5.0)]
-    synthetic_seconds: f32,
-    /// Measure seconds per training step, project the wall time of this protocol and of the
-    /// paper's (C = 128, 80 + 20 epochs, 4 heads × 5 seeds, full MTAT), and exit.
+    /// Train only part I of N of the (head, seed) grid, runs k with k mod N = I (I from 0), and
+    /// skip the report (`morphgrad report OUT` makes it); `slurm` takes I and N from the job array.
+    /// [default: the whole grid, then the report]
+    #[arg(long)]
+    shard: Option<String>,
+    /// Wait for runs another process is training (then finish them if it died) instead of
+    /// skipping them.
+    #[arg(long)]
+    wait_for_claimed: bool,
+    /// Time a few training steps here and print the projected wall time of this grid for each
+    /// --jobs layout of this machine and for --machines × --cores-per-machine, with the Slurm
+    /// commands that would run it; train nothing.
     #[arg(long)]
     dry_run: bool,
+    /// --dry-run: machines of the cluster to project for [default: 1, this machine's size].
+    #[arg(long, requires = "dry_run")]
+    machines: Option<usize>,
+    /// --dry-run: cores of each machine [default: this machine's].
+    #[arg(long, requires = "dry_run")]
+    cores_per_machine: Option<usize>,
+}
+
+impl GridArgs {
+    fn paper(&self) -> bool {
+        matches!(self.preset, Some(Preset::Paper))
+    }
+
+    fn grid(&self, default_heads: &str) -> Result<Grid> {
+        let mut heads = cifar::parse_heads(self.heads.as_deref().unwrap_or(default_heads))?;
+        if self.no_bn {
+            heads = heads.into_iter().map(|h| h.without_bn()).collect::<Result<_>>()?;
+        }
+        let seeds = parse_seeds(self.seeds.as_deref().unwrap_or(if self.paper() { "5" } else { "2" }))?;
+        Ok(Grid { heads, seeds })
+    }
+
+    fn shard(&self) -> Result<Option<Shard>> {
+        self.shard.as_deref().map(Shard::parse).transpose()
+    }
 }
 
 #[derive(Args, Clone)]
 struct CifarArgs {
+    #[command(flatten)]
+    grid: GridArgs,
     /// CIFAR-10 as the binary folder, an image folder (train/, test/) or a .tar.gz of one.
     /// Default: built-in synthetic CIFAR-like images.
     #[arg(long)]
     data: Option<PathBuf>,
-    /// Channel width C of the backbone (the paper: 128).
-    #[arg(long, default_value_t = 16)]
-    channels: usize,
-    /// Hidden width h of the heads (the paper: 512).
-    #[arg(long, default_value_t = 512)]
-    hidden: usize,
-    #[arg(long, default_value_t = 4)]
-    epochs: usize,
-    /// Number of runs per head (seeds 0..N).
-    #[arg(long, default_value_t = 2)]
-    seeds: u64,
-    /// Comma-separated heads: relu, maxout, zhang, dense-morph, sparse-morph (+ -nobn variants).
-    #[arg(long, default_value = "relu,maxout,dense-morph,sparse-morph")]
-    heads: String,
-    /// Drop the BatchNorm of the morph heads (dense-morph, sparse-morph).
+    /// Channel width C of the backbone [default: 16; paper: 128].
     #[arg(long)]
-    no_bn: bool,
-    /// Pruning ratios for r1 and r2 (fractions of weights removed).
-    #[arg(long, default_value = "0.7,0.8,0.9,0.95")]
-    ratios: String,
-    #[arg(long, default_value = "out/cifar")]
-    out: PathBuf,
-    /// Runs trained side by side: `auto` or a number.
-    #[arg(long, default_value = "auto")]
-    jobs: String,
+    channels: Option<usize>,
+    /// Hidden width h of the heads [default and paper: 512].
+    #[arg(long)]
+    hidden: Option<usize>,
+    /// Epochs [default: 4; paper: 10].
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Pruning ratios for r1 and r2 (fractions of weights removed) [default and paper: 0.7,0.8,0.9,0.95].
+    #[arg(long)]
+    ratios: Option<String>,
     /// Synthetic data: training images (split 80/20 into train and validation).
     #[arg(long, default_value_t = 6000)]
     synthetic_train: usize,
@@ -139,10 +178,43 @@ struct CifarArgs {
     /// Real data: test on a seeded random subset of this many test images.
     #[arg(long)]
     subset_test: Option<usize>,
-    #[arg(long, default_value_t = 64)]
-    batch_size: usize,
-    #[arg(long, default_value_t = 1e-3)]
-    lr: f32,
+    /// Batch size [default and paper: 64].
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Adam learning rate [default and paper: 1e-3].
+    #[arg(long)]
+    lr: Option<f32>,
+}
+
+#[derive(Args, Clone)]
+struct MtatArgs {
+    #[command(flatten)]
+    grid: GridArgs,
+    /// MTAT in the reference layout (split files, binary.npy, npy/<dir>/<clip>.npy).
+    /// Default: synthetic MTAT-like clips generated under <out>/synthetic-data.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Channel width C (the head is 4C → 4C → tags) [default: 8; paper: 128].
+    #[arg(long)]
+    channels: Option<usize>,
+    /// Epochs of each phase: Adam, then SGD (Nesterov) at 1e-3, 1e-4, 1e-5 [default: 10,2; paper: 80,20].
+    #[arg(long)]
+    epochs: Option<String>,
+    /// Pruning ratios for r1 and r2 [default and paper: 0.8,0.9,0.95,0.98].
+    #[arg(long)]
+    ratios: Option<String>,
+    /// Batch size [default and paper: 16].
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Adam learning rate of the first phase [default and paper: 1e-4].
+    #[arg(long)]
+    adam_lr: Option<f32>,
+    /// Synthetic data: clips in train, valid, test.
+    #[arg(long, default_value = "640,128,128")]
+    synthetic_clips: String,
+    /// Synthetic data: seconds per clip.
+    #[arg(long, default_value_t = 5.0)]
+    synthetic_seconds: f32,
 }
 
 impl Default for CifarArgs {
@@ -154,58 +226,274 @@ impl Default for CifarArgs {
     }
 }
 
+/// The CIFAR-10 protocol of these arguments; the data fields are filled in by the loader.
+fn cifar_protocol(a: &CifarArgs) -> Result<CifarProtocol> {
+    let (paper, d) = (CifarProtocol::paper(), a.grid.paper());
+    let p = CifarProtocol {
+        channels: a.channels.unwrap_or(if d { paper.channels } else { 16 }),
+        hidden: a.hidden.unwrap_or(paper.hidden),
+        epochs: a.epochs.unwrap_or(if d { paper.epochs } else { 4 }),
+        ratios: a.ratios.as_deref().map(cifar::parse_ratios).transpose()?.unwrap_or(paper.ratios.clone()),
+        batch_size: a.batch_size.unwrap_or(paper.batch_size),
+        lr: a.lr.unwrap_or(paper.lr),
+        ..paper
+    };
+    anyhow::ensure!(p.channels > 0 && p.hidden > 0 && p.epochs > 0, "--channels, --hidden and --epochs must be positive");
+    anyhow::ensure!(p.batch_size >= 2, "--batch-size must be at least 2 (BatchNorm needs two images per batch)");
+    Ok(CifarProtocol { sparse_k: 2 * p.hidden, ..p })
+}
+
 fn reproduce_cifar(a: CifarArgs) -> Result<()> {
-    let mut heads = cifar::parse_heads(&a.heads)?;
-    if a.no_bn {
-        heads = heads.into_iter().map(|h| h.without_bn()).collect::<Result<_>>()?;
-    }
-    let ratios = cifar::parse_ratios(&a.ratios)?;
-    anyhow::ensure!(
-        a.channels > 0 && a.hidden > 0 && a.epochs > 0 && a.seeds > 0,
-        "--channels, --hidden, --epochs and --seeds must be positive"
-    );
-    anyhow::ensure!(a.batch_size >= 2, "--batch-size must be at least 2 (BatchNorm needs two images per batch)");
+    let mut protocol = cifar_protocol(&a)?;
+    let grid = a.grid.grid("relu,maxout,dense-morph,sparse-morph")?;
+    let shard = a.grid.shard()?;
+    let out = a.grid.out.clone().unwrap_or_else(|| "out/cifar".into());
     let source = match &a.data {
         None => CifarSource::Synthetic { n_train: a.synthetic_train, n_test: a.synthetic_test, seed: 2025 },
         Some(p) => CifarSource::Path { path: p.clone(), subset_train: a.subset_train, subset_test: a.subset_test },
     };
-    std::fs::create_dir_all(&a.out).with_context(|| format!("cannot create {}", a.out.display()))?;
+    if a.grid.dry_run {
+        let (train, test) = match &a.data {
+            None => (a.synthetic_train, a.synthetic_test),
+            Some(_) => (a.subset_train.unwrap_or(50_000), a.subset_test.unwrap_or(10_000)),
+        };
+        let (tr, va) = morphgrad::data::cifar::split_train_val(train, protocol.split_seed);
+        (protocol.n_train, protocol.n_val, protocol.n_test) = (tr.len(), va.len(), test);
+        let what = format!(
+            "C = {}, h = {}, {} epochs, {} train / {} val / {} test images",
+            protocol.channels, protocol.hidden, protocol.epochs, protocol.n_train, protocol.n_val, protocol.n_test
+        );
+        return dry_run(&protocol, &what, &grid, &a.grid, &out, a.data.as_ref());
+    }
+    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
     eprintln!("loading data ...");
-    let (desc, data) = source.load(0, &a.out.join("cache"))?;
-    let runs = heads.len() * a.seeds as usize;
-    let par = Parallelism::choose(&a.jobs, runs)?;
-    let protocol = CifarProtocol {
-        data: desc,
-        channels: a.channels,
-        hidden: a.hidden,
-        sparse_k: 2 * a.hidden,
-        dropout: 0.5,
-        epochs: a.epochs,
-        batch_size: a.batch_size,
-        lr: a.lr,
-        split_seed: 0,
-        seeds: (0..a.seeds).collect(),
-        heads: heads.iter().map(|h| h.id()).collect(),
-        ratios,
-        n_train: data.train.len(),
-        n_val: data.val.len(),
-        n_test: data.test.len(),
-        jobs: par.jobs,
-        threads_per_job: par.threads_per_job,
-    };
+    let typed = a.data.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
+    let (id, data) = source.load(protocol.split_seed, &out.join("cache"), &typed)?;
+    (protocol.data, protocol.n_train, protocol.n_val, protocol.n_test) =
+        (id, data.train.len(), data.val.len(), data.test.len());
+    let par = layout(&a.grid, &grid, shard)?;
     eprintln!(
-        "{}: {} train / {} val / {} test images; {runs} runs ({} side by side, {} thread(s) each) -> {}",
-        protocol.data,
-        protocol.n_train,
-        protocol.n_val,
-        protocol.n_test,
-        par.jobs,
-        par.threads_per_job,
-        a.out.display()
+        "{}: {} train / {} val / {} test images",
+        protocol.data.format, protocol.n_train, protocol.n_val, protocol.n_test
     );
-    let results = cifar::reproduce(&protocol, &data, &a.out)?;
-    let title = format!("Test accuracy (%), mean ± std over {} seed(s), C = {}", a.seeds, a.channels);
-    print_report(&title, &results.table_md(), results.wall_seconds, &a.out);
+    let t0 = Instant::now();
+    let done = exp::reproduce(&protocol, &grid, shard, par, a.grid.wait_for_claimed, &out, |h, s, dir, bar| {
+        cifar::run(&protocol, &data, h, s, dir, bar)
+    })?;
+    finish(done, t0, &out)
+}
+
+/// The MTAT protocol of these arguments; the data fields are filled in by the loader.
+fn mtat_protocol(a: &MtatArgs) -> Result<MtatProtocol> {
+    let (paper, d) = (MtatProtocol::paper(), a.grid.paper());
+    let p = MtatProtocol {
+        channels: a.channels.unwrap_or(if d { paper.channels } else { 8 }),
+        epochs: match &a.epochs {
+            Some(e) => mtat::parse_epochs(e)?,
+            None if d => paper.epochs.clone(),
+            None => vec![10, 2],
+        },
+        ratios: a.ratios.as_deref().map(cifar::parse_ratios).transpose()?.unwrap_or(paper.ratios.clone()),
+        batch_size: a.batch_size.unwrap_or(paper.batch_size),
+        adam_lr: a.adam_lr.unwrap_or(paper.adam_lr),
+        ..paper
+    };
+    anyhow::ensure!(p.channels > 0, "--channels must be positive");
+    anyhow::ensure!(p.batch_size >= 2, "--batch-size must be at least 2 (BatchNorm needs two clips per batch)");
+    Ok(MtatProtocol { sparse_k: 2 * 4 * p.channels, ..p })
+}
+
+fn reproduce_mtat(a: MtatArgs) -> Result<()> {
+    use morphgrad::data::mtat::Mtat;
+    let mut protocol = mtat_protocol(&a)?;
+    let grid = a.grid.grid("relu,maxout,dense-morph-nobn,sparse-morph")?;
+    let shard = a.grid.shard()?;
+    let out = a.grid.out.clone().unwrap_or_else(|| "out/mtat".into());
+    if a.grid.dry_run {
+        let what = format!(
+            "C = {}, batch {}, {} epochs, {} train / {} valid / {} test clips (the full MTAT split)",
+            protocol.channels,
+            protocol.batch_size,
+            protocol.total_epochs(),
+            protocol.n_train,
+            protocol.n_valid,
+            protocol.n_test
+        );
+        return dry_run(&protocol, &what, &grid, &a.grid, &out, a.data.as_ref());
+    }
+    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+    let (root, source, format) = match &a.data {
+        Some(p) => (p.clone(), p.display().to_string(), "MTAT reference layout (split files, binary.npy, npy clips)".into()),
+        None => {
+            let dir = out.join("synthetic-data");
+            let counts: Vec<usize> = a
+                .synthetic_clips
+                .split(',')
+                .map(|s| s.trim().parse().map_err(|_| anyhow::anyhow!("--synthetic-clips takes train,valid,test counts")))
+                .collect::<Result<_>>()?;
+            anyhow::ensure!(counts.len() == 3 && counts.iter().all(|&c| c >= 2), "--synthetic-clips takes three counts >= 2");
+            anyhow::ensure!(a.synthetic_seconds >= 3.7, "--synthetic-seconds must cover a 59049-sample chunk (>= 3.7 s)");
+            if !dir.join("split/test.npy").exists() {
+                eprintln!("writing synthetic MTAT-like clips to {} ...", dir.display());
+                let samples = (a.synthetic_seconds * morphgrad::data::audio::SAMPLE_RATE as f32) as usize;
+                morphgrad::data::synthetic::mtat_like(&dir, counts[0], counts[1], counts[2], samples, 2025)?;
+            }
+            let format = format!("synthetic MTAT-like clips ({}, {} s each, seed 2025)", a.synthetic_clips, a.synthetic_seconds);
+            (dir, "synthetic".to_string(), format)
+        }
+    };
+    let data = Mtat::load(&root)?;
+    protocol.data = morphgrad::data::identity::DataId {
+        source,
+        format,
+        counts: [("train", data.train.len()), ("valid", data.valid.len()), ("test", data.test.len()), ("tags", data.n_tags)]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+        sha256: data.fingerprint(),
+    };
+    (protocol.n_train, protocol.n_valid, protocol.n_test, protocol.n_tags) =
+        (data.train.len(), data.valid.len(), data.test.len(), data.n_tags);
+    let par = layout(&a.grid, &grid, shard)?;
+    eprintln!(
+        "{}: {} train / {} valid / {} test clips, {} tags",
+        protocol.data.format, protocol.n_train, protocol.n_valid, protocol.n_test, protocol.n_tags
+    );
+    let t0 = Instant::now();
+    let done = exp::reproduce(&protocol, &grid, shard, par, a.grid.wait_for_claimed, &out, |h, s, dir, bar| {
+        mtat::run(&protocol, &data, h, s, dir, bar)
+    })?;
+    finish(done, t0, &out)
+}
+
+/// Choose and announce how this process runs its share of the grid.
+fn layout(g: &GridArgs, grid: &Grid, shard: Option<Shard>) -> Result<Parallelism> {
+    let runs = grid.runs_of(shard).len();
+    let par = Parallelism::choose(&g.jobs, runs)?;
+    let part = shard.map_or(String::new(), |s| format!(" (shard {s} of a grid of {})", grid.runs().len()));
+    eprintln!("{runs} runs{part}: {} side by side, {} thread(s) each", par.jobs, par.threads_per_job);
+    Ok(par)
+}
+
+/// Print what the command did: skipped runs, the tables, the wall time.
+fn finish(done: Reproduced, t0: Instant, out: &std::path::Path) -> Result<()> {
+    for (id, outcome) in &done.outcomes {
+        if let Outcome::Skipped(holder) = outcome {
+            println!("{id}: skipped, claimed by {holder} (--wait-for-claimed waits for it)");
+        }
+    }
+    match done.report {
+        Some(r) => print_summary(&r, out),
+        None => println!(
+            "shard done: the report over every finished run is `morphgrad report {}` (once all shards are done)",
+            out.display()
+        ),
+    }
+    println!("wall time of this command: {:.0} s", t0.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn print_summary(r: &report::Summary, out: &std::path::Path) {
+    println!("\n{} runs finished; mean ± std over each head's seeds:\n\n{}", r.finished, r.tables);
+    if !r.missing.is_empty() {
+        println!("not finished, left out of the tables:");
+        for (id, why) in &r.missing {
+            println!("  {id}: {why}");
+        }
+    }
+    println!("results, tables and figures in {}", out.display());
+}
+
+/// `--dry-run`: measure this machine's layouts, project the grid here and on a cluster.
+fn dry_run<P: Plan>(
+    p: &P,
+    what: &str,
+    grid: &Grid,
+    g: &GridArgs,
+    out: &std::path::Path,
+    data: Option<&PathBuf>,
+) -> Result<()> {
+    let runs = grid.runs().len();
+    let cores = Parallelism::cores();
+    let head = grid.heads[0];
+    println!(
+        "{}: {} heads × {} seeds = {runs} runs; {what}.\nTiming {head} (the heads differ little: the backbone \
+         dominates) on this machine, {cores} cores:",
+        P::EXPERIMENT,
+        grid.heads.len(),
+        grid.seeds.len()
+    );
+    let layouts = plan::layouts(p, head, runs, cores, 3)?;
+    let auto = Parallelism::choose_for("auto", runs, cores)?;
+    for l in &layouts {
+        println!(
+            "  --jobs {}: {} run(s) side by side × {} thread(s): {:.3} s per training step, {:.2} ms per evaluated \
+             item -> {} per run, {} for the grid{}",
+            l.par.jobs,
+            l.par.jobs,
+            l.par.threads_per_job,
+            l.cost.step,
+            l.cost.eval_item * 1e3,
+            plan::fmt_hours(l.hours_per_run),
+            plan::fmt_hours(l.hours_total),
+            if l.par == auto { " (what --jobs auto picks)" } else { "" }
+        );
+    }
+    let (one, all) = (layouts.last().expect("a layout"), &layouts[0]);
+    let f = plan::serial_fraction(one.hours_per_run, all.hours_per_run, cores);
+    let machines = g.machines.unwrap_or(1);
+    let per_machine = g.cores_per_machine.unwrap_or(cores);
+    if machines == 0 || per_machine == 0 {
+        bail!("--machines and --cores-per-machine must be at least 1");
+    }
+    let c = plan::cluster(one.hours_per_run, f, runs, machines, per_machine);
+    println!(
+        "{machines} machine(s) × {per_machine} cores (cores as fast as these; threads scale by Amdahl's law with the \
+         serial fraction {f:.2} measured here): {} thread(s) per run, {} runs at a time -> {} per run, {} for the grid",
+        c.threads,
+        c.concurrent,
+        plan::fmt_hours(c.hours_per_run),
+        plan::fmt_hours(c.hours_total)
+    );
+    let mut env = format!("OUT={}", out.display());
+    if let Some(d) = data {
+        env = format!("DATA={} {env}", d.display());
+    }
+    env.push_str(&format!(" ARGS='{}'", passthrough_args().join(" ")));
+    println!(
+        "Slurm, one array task per run and the report after them (docs/cluster/README.md):\n{}",
+        plan::sbatch_lines(P::EXPERIMENT, runs, &c, &env)
+    );
+    Ok(())
+}
+
+/// The protocol and grid flags of this command line, for the sbatch file's `ARGS`: everything
+/// after `reproduce <experiment>` but the flags that the sbatch file or the dry run set.
+fn passthrough_args() -> Vec<String> {
+    const DROP: [&str; 8] =
+        ["--dry-run", "--machines", "--cores-per-machine", "--data", "--out", "--jobs", "--shard", "--wait-for-claimed"];
+    const VALUED: [&str; 6] = ["--machines", "--cores-per-machine", "--data", "--out", "--jobs", "--shard"];
+    let args: Vec<String> = std::env::args().skip(3).collect();
+    let mut kept = Vec::new();
+    let mut skip_value = false;
+    for a in args {
+        if std::mem::take(&mut skip_value) {
+            continue;
+        }
+        let name = a.split('=').next().unwrap_or("");
+        if DROP.contains(&name) {
+            skip_value = VALUED.contains(&name) && !a.contains('=');
+            continue;
+        }
+        kept.push(a);
+    }
+    kept
+}
+
+fn report(a: ReportArgs) -> Result<()> {
+    let out = a.out.clone().unwrap_or_else(|| a.dirs[0].clone());
+    let summary = report::report(&a.dirs, &out, a.require_complete)?;
+    print_summary(&summary, &out);
     Ok(())
 }
 
@@ -237,8 +525,9 @@ struct ForwardArgs {
 }
 
 fn forward(a: ForwardArgs) -> Result<()> {
+    let head: HeadKind = a.head.parse()?;
     morphgrad::experiment::forward::run(&morphgrad::experiment::forward::ForwardSpec {
-        head: a.head.parse()?,
+        head,
         channels: a.channels,
         weights: a.weights,
         input: a.input,
@@ -249,145 +538,6 @@ fn forward(a: ForwardArgs) -> Result<()> {
     })
 }
 
-fn reproduce_mtat(a: MtatArgs) -> Result<()> {
-    use morphgrad::data::mtat::Mtat;
-    use morphgrad::experiment::mtat::{self, MtatProtocol};
-    let mut heads = cifar::parse_heads(&a.heads)?;
-    if a.no_bn {
-        heads = heads.into_iter().map(|h| h.without_bn()).collect::<Result<_>>()?;
-    }
-    let ratios = cifar::parse_ratios(&a.ratios)?;
-    let epochs = mtat::parse_epochs(&a.epochs)?;
-    anyhow::ensure!(a.channels > 0 && a.seeds > 0, "--channels and --seeds must be positive");
-    anyhow::ensure!(a.batch_size >= 2, "--batch-size must be at least 2 (BatchNorm needs two clips per batch)");
-    let runs = heads.len() * a.seeds as usize;
-    let par = Parallelism::choose(&a.jobs, runs)?;
-    let mut protocol = MtatProtocol {
-        data: String::new(),
-        channels: a.channels,
-        sparse_k: 2 * 4 * a.channels,
-        dropout: 0.5,
-        epochs,
-        adam_lr: a.adam_lr,
-        sgd_lrs: vec![1e-3, 1e-4, 1e-5],
-        weight_decay: 1e-4,
-        batch_size: a.batch_size,
-        seeds: (0..a.seeds).collect(),
-        heads: heads.iter().map(|h| h.id()).collect(),
-        ratios,
-        n_train: 15244,
-        n_valid: 1529,
-        n_test: 4332,
-        n_tags: 50,
-        jobs: par.jobs,
-        threads_per_job: par.threads_per_job,
-    };
-    if a.dry_run {
-        let show = |name: &str, p: &MtatProtocol| -> Result<()> {
-            let pr = mtat::project(p, heads[0], 3)?;
-            println!(
-                "{name}: C = {}, batch {}, {} train / {} valid clips, {} epochs, {} runs ({} at a time)\n  \
-                 {:.3} s per training step, {:.3} s per evaluated clip (16 chunks) -> {:.1} min per epoch, \
-                 {:.1} h per run, {:.1} h in total",
-                p.channels,
-                p.batch_size,
-                p.n_train,
-                p.n_valid,
-                p.total_epochs(),
-                p.heads.len() * p.seeds.len(),
-                p.jobs,
-                pr.seconds_per_step,
-                pr.seconds_per_eval_clip,
-                pr.seconds_per_epoch / 60.0,
-                pr.hours_per_run,
-                pr.hours_total
-            );
-            Ok(())
-        };
-        show("these settings on the full MTAT split", &protocol)?;
-        let paper = MtatProtocol {
-            channels: 128,
-            sparse_k: 1024,
-            epochs: vec![80, 20],
-            seeds: (0..5).collect(),
-            heads: ["relu", "maxout", "dense-morph-nobn", "sparse-morph"].map(String::from).to_vec(),
-            ..protocol.clone()
-        };
-        let auto = Parallelism::choose("auto", paper.heads.len() * paper.seeds.len())?;
-        let wide = Parallelism::choose("1", 1)?;
-        for layout in if auto == wide { vec![wide] } else { vec![wide, auto] } {
-            let name = format!(
-                "the paper's protocol, {} run(s) at a time × {} thread(s){}",
-                layout.jobs,
-                layout.threads_per_job,
-                if layout == auto { " (what --jobs auto picks)" } else { "" }
-            );
-            show(&name, &MtatProtocol { jobs: layout.jobs, threads_per_job: layout.threads_per_job, ..paper.clone() })?;
-        }
-        return Ok(());
-    }
-    std::fs::create_dir_all(&a.out).with_context(|| format!("cannot create {}", a.out.display()))?;
-    let root = match &a.data {
-        Some(p) => p.clone(),
-        None => {
-            let dir = a.out.join("synthetic-data");
-            let counts: Vec<usize> = a
-                .synthetic_clips
-                .split(',')
-                .map(|s| {
-                    s.trim().parse().map_err(|_| anyhow::anyhow!("--synthetic-clips takes train,valid,test counts"))
-                })
-                .collect::<Result<_>>()?;
-            anyhow::ensure!(
-                counts.len() == 3 && counts.iter().all(|&c| c >= 2),
-                "--synthetic-clips takes three counts >= 2"
-            );
-            anyhow::ensure!(
-                a.synthetic_seconds >= 3.7,
-                "--synthetic-seconds must cover a 59049-sample chunk (>= 3.7 s)"
-            );
-            if !dir.join("split/test.npy").exists() {
-                eprintln!("writing synthetic MTAT-like clips to {} ...", dir.display());
-                let samples = (a.synthetic_seconds * morphgrad::data::audio::SAMPLE_RATE as f32) as usize;
-                morphgrad::data::synthetic::mtat_like(&dir, counts[0], counts[1], counts[2], samples, 2025)?;
-            }
-            dir
-        }
-    };
-    let data = Mtat::load(&root)?;
-    protocol.data = match &a.data {
-        Some(p) => p.display().to_string(),
-        None => format!("synthetic MTAT-like clips ({}, {} s each)", a.synthetic_clips, a.synthetic_seconds),
-    };
-    (protocol.n_train, protocol.n_valid, protocol.n_test, protocol.n_tags) =
-        (data.train.len(), data.valid.len(), data.test.len(), data.n_tags);
-    eprintln!(
-        "{}: {} train / {} valid / {} test clips, {} tags; {runs} runs ({} side by side, {} thread(s) each) -> {}",
-        protocol.data,
-        protocol.n_train,
-        protocol.n_valid,
-        protocol.n_test,
-        protocol.n_tags,
-        par.jobs,
-        par.threads_per_job,
-        a.out.display()
-    );
-    let results = mtat::reproduce(&protocol, &data, &a.out)?;
-    let title = format!("Test metrics, mean ± std over {} seed(s), C = {}", a.seeds, a.channels);
-    print_report(&title, &results.table_md(), results.wall_seconds, &a.out);
-    Ok(())
-}
-
-/// The end of a reproduction: its tables, its wall time and where it wrote.
-fn print_report(title: &str, tables: &str, wall_seconds: f64, out: &std::path::Path) {
-    println!("\n{title}:\n\n{tables}");
-    println!(
-        "wall time {wall_seconds:.0} s (summed over the commands that wrote these results); results, tables and \
-         figures in {}",
-        out.display()
-    );
-}
-
 fn main() -> Result<()> {
     morphgrad::kernels::tune_allocator();
     morphgrad::kernels::adopt_calling_thread();
@@ -396,6 +546,7 @@ fn main() -> Result<()> {
         None => reproduce_cifar(CifarArgs::default()),
         Some(Command::Reproduce(Reproduce::Cifar(a))) => reproduce_cifar(a),
         Some(Command::Reproduce(Reproduce::Mtat(a))) => reproduce_mtat(a),
+        Some(Command::Report(a)) => report(a),
         Some(Command::Forward(a)) => forward(a),
         Some(Command::Mtat(MtatTools::Preprocess { mp3, out })) => {
             let bar = indicatif::ProgressBar::new(0);

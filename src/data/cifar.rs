@@ -121,6 +121,27 @@ impl Cifar {
         Ok(data)
     }
 
+    /// How the data at `path` is stored, in words (for result files).
+    pub fn format_of(path: &Path) -> &'static str {
+        if path.is_file() {
+            "CIFAR-10 image folders (train/, test/) in a .tar.gz"
+        } else if path.join("data_batch_1.bin").exists() || path.join("cifar-10-batches-bin").is_dir() {
+            "CIFAR-10 binary version"
+        } else {
+            "CIFAR-10 image folders (train/, test/)"
+        }
+    }
+
+    /// SHA-256 over the decoded images and labels, train then test: the same
+    /// for the same images whatever file format held them.
+    pub fn fingerprint(&self) -> String {
+        let mut f = crate::data::identity::Fingerprint::new();
+        for (name, set) in [("train", &self.train), ("test", &self.test)] {
+            f.part(&format!("{name} images"), &set.images).part(&format!("{name} labels"), &set.labels);
+        }
+        f.hex()
+    }
+
     /// Decode without the cache.
     pub fn decode(path: &Path) -> Result<Cifar> {
         if !path.exists() {

@@ -3,6 +3,7 @@
 
 pub mod audio;
 pub mod cifar;
+pub mod identity;
 pub mod mtat;
 pub mod preprocess;
 pub mod synthetic;

@@ -140,6 +140,19 @@ impl Mtat {
         Ok(data)
     }
 
+    /// SHA-256 over the three splits (label row and clip path of every
+    /// clip) and the label matrix. The audio is not read: hashing ~3 GB of
+    /// clips would cost minutes at every start, and the clip list names it.
+    pub fn fingerprint(&self) -> String {
+        let mut f = crate::data::identity::Fingerprint::new();
+        for (name, split) in [("train", &self.train), ("valid", &self.valid), ("test", &self.test)] {
+            let text: String = split.iter().map(|c| format!("{}\t{}\n", c.row, c.path)).collect();
+            f.part(name, text.as_bytes());
+        }
+        let labels: Vec<u8> = self.labels.iter().flat_map(|v| v.to_le_bytes()).collect();
+        f.part("labels", &labels).hex()
+    }
+
     /// The float32 audio file of a clip: `<root>/npy/<dir>/<clip>.npy`.
     pub fn audio_path(&self, clip: &Clip) -> PathBuf {
         self.root.join("npy").join(Path::new(&clip.path).with_extension("npy"))

@@ -8,11 +8,14 @@ use std::time::Instant;
 use anyhow::{Result, bail};
 use indicatif::ProgressBar;
 use rand::seq::SliceRandom;
-use rand::{SeedableRng, rngs::Xoshiro256PlusPlus};
+use rand::{RngExt, SeedableRng, rngs::Xoshiro256PlusPlus};
 use serde::{Deserialize, Serialize};
 
+use super::plan::{Plan, StepCost};
 use super::run_dir::{Meta, RunDir};
+use super::{Protocol, RunId, RunRecord};
 use crate::autograd::no_grad;
+use crate::data::identity::DataId;
 use crate::data::cifar::ImageSet;
 use crate::models::{CifarConfig, CifarNet, Head, HeadKind};
 use crate::nn::{Ctx, ModuleExt};
@@ -21,11 +24,13 @@ use crate::optim::{Adam, Optimizer};
 use crate::prune::prune_head;
 use crate::tensor::Tensor;
 
-/// Every setting of a CIFAR-10 reproduction (stored in `results.json`).
+/// Every setting that decides the numbers of a CIFAR-10 run (stored in
+/// `protocol.json` and `results.json`). Which heads and seeds are run, and
+/// on how many threads, is not part of it: see [`super::grid`].
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct CifarProtocol {
-    /// Where the images came from.
-    pub data: String,
+    /// What the images are (format, counts, fingerprint) and where they came from.
+    pub data: DataId,
     pub channels: usize,
     pub hidden: usize,
     pub sparse_k: usize,
@@ -35,15 +40,99 @@ pub struct CifarProtocol {
     pub lr: f32,
     /// Seed of the 80/20 train/validation split (the same for every run).
     pub split_seed: u64,
-    pub seeds: Vec<u64>,
-    pub heads: Vec<String>,
     pub ratios: Vec<f64>,
     pub n_train: usize,
     pub n_val: usize,
     pub n_test: usize,
-    /// Runs trained side by side, and rayon threads for each.
-    pub jobs: usize,
-    pub threads_per_job: usize,
+}
+
+impl CifarProtocol {
+    /// The paper's protocol: C = 128, h = 512, K = 2h, 10 epochs of Adam at
+    /// 1e-3 with batch 64, the ratio grid 0.7 / 0.8 / 0.9 / 0.95. `data` and
+    /// the split sizes are filled in when the data is loaded.
+    pub fn paper() -> CifarProtocol {
+        CifarProtocol {
+            data: DataId::default(),
+            channels: 128,
+            hidden: 512,
+            sparse_k: 1024,
+            dropout: 0.5,
+            epochs: 10,
+            batch_size: 64,
+            lr: 1e-3,
+            split_seed: 0,
+            ratios: vec![0.7, 0.8, 0.9, 0.95],
+            n_train: 40_000,
+            n_val: 10_000,
+            n_test: 10_000,
+        }
+    }
+}
+
+impl Protocol for CifarProtocol {
+    const EXPERIMENT: &'static str = "cifar";
+    type Run = CifarRun;
+
+    fn misfit(&self, run: &CifarRun) -> Option<String> {
+        let points = if run.head == HeadKind::Zhang.id() { 0 } else { self.ratios.len().pow(2) };
+        if run.epochs.len() != self.epochs {
+            Some(format!("it logs {} epochs where the protocol has {}", run.epochs.len(), self.epochs))
+        } else if run.pruned.len() != points {
+            Some(format!("it has {} pruning points where the protocol's ratios give {points}", run.pruned.len()))
+        } else {
+            None
+        }
+    }
+
+    fn write_report(&self, runs: &[CifarRun], missing: &[RunId], dir: &std::path::Path) -> Result<String> {
+        let results = super::cifar_report::CifarResults::from_runs(self.clone(), runs, missing);
+        results.write(dir)?;
+        Ok(results.table_md())
+    }
+}
+
+impl Plan for CifarProtocol {
+    /// Times training steps on random images, and the evaluation forward
+    /// pass on a batch of 256 (as [`evaluate`] runs it).
+    fn time(&self, head: HeadKind, steps: usize) -> Result<StepCost> {
+        let config = CifarConfig {
+            head,
+            channels: self.channels,
+            hidden: self.hidden,
+            classes: 10,
+            sparse_k: self.sparse_k,
+            dropout: self.dropout,
+        };
+        let mut model = CifarNet::new(config, 0);
+        let mut opt = Adam::new(self.lr, 0.0);
+        let images = |n: usize| {
+            let mut rng = Xoshiro256PlusPlus::seed_from_u64(7);
+            let v: Vec<f32> = (0..n * 3 * 32 * 32).map(|_| rng.random::<f32>() - 0.5).collect();
+            Tensor::new(ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&[n, 3, 32, 32]), v).expect("sizes"))
+        };
+        let (x, labels) = (images(self.batch_size), (0..self.batch_size).map(|i| i % 10).collect::<Vec<_>>());
+        let mut step = || -> Result<()> {
+            let logits = model.forward(&x, &mut Ctx::train(1))?;
+            let grads = ops::cross_entropy(&logits, &labels).backward();
+            opt.step(&mut model, &grads);
+            Ok(())
+        };
+        step()?;
+        let t0 = Instant::now();
+        for _ in 0..steps {
+            step()?;
+        }
+        let step = t0.elapsed().as_secs_f64() / steps.max(1) as f64;
+        let batch = images(256);
+        let t1 = Instant::now();
+        no_grad(|| model.forward(&batch, &mut Ctx::eval()))?;
+        Ok(StepCost { step, eval_item: t1.elapsed().as_secs_f64() / 256.0 })
+    }
+
+    fn run_seconds(&self, c: &StepCost) -> f64 {
+        let epoch = self.train_steps(self.n_train) as f64 * c.step + self.n_val as f64 * c.eval_item;
+        epoch * self.epochs as f64 + self.n_test as f64 * c.eval_item
+    }
 }
 
 /// Train / validation / test images of one reproduction.
@@ -60,8 +149,12 @@ pub struct EpochLog {
     pub val_loss: f64,
     /// Percent.
     pub val_acc: f64,
+    /// Training time of the epoch (validation excluded).
     pub seconds: f64,
     pub images_per_s: f64,
+    /// Threads of the pool that trained the epoch (results are bit-identical
+    /// for the same seed and thread count).
+    pub threads: usize,
 }
 
 /// Test accuracy of one pruned copy of the best model.
@@ -92,6 +185,12 @@ pub struct CifarRun {
     pub unpruned_test_acc: f64,
     pub pruned: Vec<PrunedRun>,
     pub first_layer_abs_weights: Histogram,
+}
+
+impl RunRecord for CifarRun {
+    fn id(&self) -> RunId {
+        RunId { head: self.head.clone(), seed: self.seed }
+    }
 }
 
 /// Per-step dropout seed: a pure function of (run seed, epoch, step), so a
@@ -134,7 +233,7 @@ fn percent(correct: usize, n: usize) -> f64 {
 }
 
 /// Train one (head, seed) run in `dir`, resuming from its checkpoint if one
-/// exists, then evaluate and prune. A finished run is read back, not redone.
+/// exists, then evaluate and prune.
 pub fn run(
     p: &CifarProtocol,
     data: &CifarSplits,
@@ -143,10 +242,6 @@ pub fn run(
     dir: &RunDir,
     bar: &ProgressBar,
 ) -> Result<CifarRun> {
-    if let Some(done) = dir.read_result::<CifarRun>()? {
-        bar.finish_with_message(format!("{head} seed {seed}: done earlier"));
-        return Ok(done);
-    }
     let config = CifarConfig {
         head,
         channels: p.channels,
@@ -194,6 +289,7 @@ pub fn run(
             val_acc: percent(correct, data.val.len()),
             seconds,
             images_per_s: (steps * p.batch_size) as f64 / seconds,
+            threads: rayon::current_num_threads(),
         });
         if correct as i64 > best_correct {
             best_correct = correct as i64;
@@ -210,7 +306,6 @@ pub fn run(
     }
     bar.set_message(format!("{head} seed {seed}: testing and pruning"));
     let result = finish(p, data, config, seed, dir, epochs, best_epoch)?;
-    dir.write_result(&result)?;
     bar.finish_with_message(format!("{head} seed {seed}: test {:.2}%", result.unpruned_test_acc));
     Ok(result)
 }
@@ -330,15 +425,17 @@ pub enum CifarSource {
 
 impl CifarSource {
     /// Load and split the images; decoded real data is cached in `cache_dir`.
-    pub fn load(&self, split_seed: u64, cache_dir: &std::path::Path) -> Result<(String, CifarSplits)> {
-        let (desc, data) = match self {
+    /// `typed` is the data path as the user gave it, for the record.
+    pub fn load(&self, split_seed: u64, cache_dir: &std::path::Path, typed: &str) -> Result<(DataId, CifarSplits)> {
+        let (source, format, data) = match self {
             CifarSource::Synthetic { n_train, n_test, seed } => (
-                format!("synthetic CIFAR-like images ({n_train} train + {n_test} test, seed {seed})"),
+                "synthetic".to_string(),
+                format!("synthetic CIFAR-like images (seed {seed})"),
                 crate::data::synthetic::cifar_like(*n_train, *n_test, *seed),
             ),
             CifarSource::Path { path, subset_train, subset_test } => {
                 let mut data = crate::data::cifar::Cifar::load(path, cache_dir)?;
-                let mut desc = path.display().to_string();
+                let mut format = crate::data::cifar::Cifar::format_of(path).to_string();
                 for (set, limit, name) in
                     [(&mut data.train, subset_train, "train"), (&mut data.test, subset_test, "test")]
                 {
@@ -351,31 +448,19 @@ impl CifarSource {
                         idx.truncate(n);
                         idx.sort_unstable();
                         *set = set.subset(&idx);
-                        let _ = write!(desc, ", random {n} {name} images");
+                        let _ = write!(format, ", a seeded random {n} of its {name} images");
                     }
                 }
-                (desc, data)
+                (typed.to_string(), format, data)
             }
         };
+        let id = DataId {
+            source,
+            format,
+            counts: [("train".to_string(), data.train.len()), ("test".to_string(), data.test.len())].into(),
+            sha256: data.fingerprint(),
+        };
         let (tr, va) = crate::data::cifar::split_train_val(data.train.len(), split_seed);
-        Ok((desc, CifarSplits { train: data.train.subset(&tr), val: data.train.subset(&va), test: data.test }))
+        Ok((id, CifarSplits { train: data.train.subset(&tr), val: data.train.subset(&va), test: data.test }))
     }
-}
-
-/// Train, test and prune every head × seed of `p`, writing each run under
-/// `out/runs/` and the reports into `out/`. Re-running the same command
-/// resumes: finished runs are read back, interrupted ones continue from
-/// their last epoch.
-pub fn reproduce(
-    p: &CifarProtocol,
-    data: &CifarSplits,
-    out: &std::path::Path,
-) -> Result<super::cifar_report::CifarResults> {
-    let par = super::grid::Parallelism { jobs: p.jobs, threads_per_job: p.threads_per_job };
-    let (runs, wall) = super::grid::run_heads_and_seeds(&p.heads, &p.seeds, par, out, p, |h, s, dir, bar| {
-        run(p, data, h, s, dir, bar)
-    })?;
-    let results = super::cifar_report::CifarResults::from_runs(p.clone(), &runs, wall);
-    results.write(out)?;
-    Ok(results)
 }

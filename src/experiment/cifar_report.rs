@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::cifar::{CifarProtocol, CifarRun, EpochLog, Histogram};
 use super::plots::{Chart, Series, draw};
+use super::RunId;
 use super::stats::{fmt_mean_std, mean_std};
 use crate::io::write_text_atomic;
 use crate::models::HeadKind;
@@ -41,17 +42,17 @@ pub struct HeadResults {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct CifarResults {
     pub protocol: CifarProtocol,
+    /// Finished runs by head id, seeds ascending.
     pub heads: BTreeMap<String, HeadResults>,
-    /// Wall time of the commands that wrote this file, summed (see
-    /// [`super::run_dir::earlier_wall_seconds`]; a command interrupted before
-    /// its report is not counted — `train_seconds` still has its epochs).
-    pub wall_seconds: f64,
+    /// Runs of the grid that have a folder but no result yet.
+    pub missing: Vec<RunId>,
     /// Training time summed over every epoch of every run.
     pub train_seconds: f64,
 }
 
 impl CifarResults {
-    pub fn from_runs(protocol: CifarProtocol, runs: &[CifarRun], wall_seconds: f64) -> CifarResults {
+    /// Gather runs (sorted by head, then seed) per head.
+    pub fn from_runs(protocol: CifarProtocol, runs: &[CifarRun], missing: &[RunId]) -> CifarResults {
         let mut heads: BTreeMap<String, HeadResults> = BTreeMap::new();
         for r in runs {
             let h = heads.entry(r.head.clone()).or_insert_with(|| HeadResults {
@@ -91,23 +92,27 @@ impl CifarResults {
             }
         }
         let train_seconds = runs.iter().flat_map(|r| &r.epochs).map(|e| e.seconds).sum();
-        CifarResults { protocol, heads, wall_seconds, train_seconds }
+        CifarResults { protocol, heads, missing: missing.to_vec(), train_seconds }
     }
 
-    /// Heads in the order the protocol lists them.
+    /// Heads in the paper's order.
     fn ordered(&self) -> Vec<(HeadKind, &HeadResults)> {
-        self.protocol.heads.iter().filter_map(|id| Some((id.parse().ok()?, self.heads.get(id)?))).collect()
+        let mut v: Vec<(HeadKind, &HeadResults)> =
+            self.heads.iter().filter_map(|(id, h)| Some((id.parse().ok()?, h))).collect();
+        v.sort_by_key(|(k, _)| *k);
+        v
+    }
+
+    /// Column names: the head and the number of seeds its cells average.
+    fn columns(&self) -> Vec<String> {
+        self.ordered().iter().map(|(k, h)| format!("{} (n={})", k.label(), h.seeds.len())).collect()
     }
 
     /// The paper's layout: rows (r2, r1, params), a column per head, mean ± std.
     pub fn table_md(&self) -> String {
         let heads = self.ordered();
         let mut s = String::new();
-        let _ = writeln!(
-            s,
-            "| r2 | r1 | params | {} |",
-            heads.iter().map(|(k, _)| k.label()).collect::<Vec<_>>().join(" | ")
-        );
+        let _ = writeln!(s, "| r2 | r1 | params | {} |", self.columns().join(" | "));
         let _ = writeln!(s, "|---|---|---|{}", "---|".repeat(heads.len()));
         let cells: Vec<String> = heads.iter().map(|(_, h)| fmt_mean_std(&h.unpruned_test_acc, 2)).collect();
         let _ = writeln!(s, "| – | – | unpruned | {} |", cells.join(" | "));
@@ -126,6 +131,10 @@ impl CifarResults {
         for note in self.param_notes() {
             let _ = writeln!(s, "\n{note}");
         }
+        if !self.missing.is_empty() {
+            let list: Vec<String> = self.missing.iter().map(|m| m.to_string()).collect();
+            let _ = writeln!(s, "\nNot finished yet, so not in this table: {}.", list.join(", "));
+        }
         s
     }
 
@@ -134,8 +143,7 @@ impl CifarResults {
         let heads = self.ordered();
         let mut s = String::new();
         let _ = writeln!(s, "\\begin{{tabular}}{{rrr{}}}\n\\toprule", "c".repeat(heads.len()));
-        let names: Vec<String> = heads.iter().map(|(k, _)| k.label()).collect();
-        let _ = writeln!(s, "$r_2$ & $r_1$ & params & {} \\\\\n\\midrule", names.join(" & "));
+        let _ = writeln!(s, "$r_2$ & $r_1$ & params & {} \\\\\n\\midrule", self.columns().join(" & "));
         let pm = |v: &[f64]| {
             let (m, sd) = mean_std(v);
             format!("${m:.2} \\pm {sd:.2}$")

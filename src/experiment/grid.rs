@@ -1,16 +1,23 @@
-//! Running a grid of independent trainings (heads × seeds) side by side:
-//! `jobs` workers, each with its own rayon pool of `threads` threads, pull
-//! runs from a shared queue. Several narrow runs often beat one wide run on
-//! a small machine (less synchronisation, no idle cores in serial parts).
+//! Grids of independent trainings (heads × seeds): which runs a process
+//! takes (`--seeds`, `--shard`), how it spreads them over its cores
+//! (`--jobs`), and the loop that claims, trains and records each run.
+//!
+//! Several narrow runs side by side often beat one wide run on a small
+//! machine (less synchronisation, no idle cores in serial parts), so a
+//! process runs `jobs` workers, each with its own rayon pool of `threads`
+//! threads, pulling runs from a shared queue. Across processes, a grid is
+//! split into shards: shard `I` of `N` takes the runs `k` (in head-major
+//! order) with `k mod N == I`, the way a Slurm job array numbers its tasks.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result, anyhow, bail};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use serde::Serialize;
 
-use super::run_dir::{RunDir, earlier_wall_seconds};
+use super::out_dir::OutDir;
+use super::run_dir::RunDir;
+use super::{RunId, RunRecord};
 use crate::models::HeadKind;
 
 /// How to spread runs over the machine's cores.
@@ -21,16 +28,26 @@ pub struct Parallelism {
 }
 
 impl Parallelism {
-    /// `jobs` = "auto" or a number; threads are the cores divided among jobs.
-    /// Auto runs one single-threaded job per core when there are at least as
-    /// many runs as cores (measured faster here, see docs/performance.md),
-    /// else one job using every core.
+    /// The cores this process may use: `SLURM_CPUS_PER_TASK` inside a Slurm
+    /// job (its allocation, not the node's size), else `RAYON_NUM_THREADS`,
+    /// else every core the OS gives the process.
+    pub fn cores() -> usize {
+        let var = |name: &str| std::env::var(name).ok().and_then(|s| s.trim().parse().ok()).filter(|&n: &usize| n > 0);
+        var("SLURM_CPUS_PER_TASK")
+            .or_else(|| var("RAYON_NUM_THREADS"))
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+    }
+
+    /// `jobs` = "auto" or a number; threads are the [cores](Self::cores)
+    /// divided among jobs. Auto runs one single-threaded job per core when
+    /// there are at least as many runs as cores (measured faster here, see
+    /// docs/performance.md), else one job using every core.
     pub fn choose(jobs: &str, runs: usize) -> Result<Parallelism> {
-        let cores = std::env::var("RAYON_NUM_THREADS")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .filter(|&n: &usize| n > 0)
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        Parallelism::choose_for(jobs, runs, Parallelism::cores())
+    }
+
+    /// [`choose`](Self::choose) for a machine of `cores` cores.
+    pub fn choose_for(jobs: &str, runs: usize, cores: usize) -> Result<Parallelism> {
         let jobs = match jobs {
             "auto" => {
                 if runs >= cores {
@@ -47,6 +64,136 @@ impl Parallelism {
         };
         let jobs = jobs.min(runs.max(1));
         Ok(Parallelism { jobs, threads_per_job: (cores / jobs).max(1) })
+    }
+}
+
+/// The seeds of `--seeds`: a count `N` (seeds `0..N`), a range `3-7`
+/// (inclusive), or a comma-separated list of seeds and ranges (`0,3,5-7`).
+/// Returned sorted; a seed given twice is an error.
+pub fn parse_seeds(text: &str) -> Result<Vec<u64>> {
+    let t = text.trim();
+    let forms = "give a count (3 = seeds 0,1,2), a range (3-7) or a list (0,3,4)";
+    if let Ok(n) = t.parse::<u64>() {
+        if n == 0 {
+            bail!("--seeds 0 selects no run: {forms}");
+        }
+        return Ok((0..n).collect());
+    }
+    let mut seeds = Vec::new();
+    for item in t.split(',').map(str::trim) {
+        let num = |s: &str| -> Result<u64> {
+            s.trim().parse().map_err(|_| anyhow!("--seeds `{text}`: `{item}` is not a seed (a whole number ≥ 0); {forms}"))
+        };
+        if item.is_empty() {
+            bail!("--seeds `{text}` has an empty item: {forms}");
+        }
+        match item.split_once('-') {
+            Some((a, b)) => {
+                let (a, b) = (num(a)?, num(b)?);
+                if b < a {
+                    bail!("--seeds: the range {a}-{b} is empty (it runs downward); write {b}-{a}");
+                }
+                seeds.extend(a..=b);
+            }
+            None => seeds.push(num(item)?),
+        }
+    }
+    seeds.sort_unstable();
+    if let Some(w) = seeds.windows(2).find(|w| w[0] == w[1]) {
+        bail!("--seeds `{text}` names seed {} twice: list each seed once", w[0]);
+    }
+    Ok(seeds)
+}
+
+/// Part `index` of a grid split into `count` parts (`--shard I/N`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shard {
+    pub index: usize,
+    pub count: usize,
+}
+
+impl Shard {
+    /// `I/N` (0 ≤ I < N), or `slurm` for the task of a Slurm job array that
+    /// runs this process (`SLURM_ARRAY_TASK_ID`, `_MIN`, `_STEP`, `_COUNT`).
+    pub fn parse(text: &str) -> Result<Shard> {
+        Shard::parse_with(text, |k| std::env::var(k).ok())
+    }
+
+    /// [`parse`](Self::parse) reading the environment through `env`.
+    pub fn parse_with(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Shard> {
+        if text.trim() == "slurm" {
+            return Shard::from_slurm(env);
+        }
+        let usage = "--shard takes I/N with whole numbers 0 ≤ I < N (I counts from 0, as Slurm array indices), \
+                     or `slurm`";
+        let (i, n) = text.split_once('/').ok_or_else(|| anyhow!("--shard `{text}`: {usage}"))?;
+        let (Ok(index), Ok(count)) = (i.trim().parse::<usize>(), n.trim().parse::<usize>()) else {
+            bail!("--shard `{text}`: {usage}");
+        };
+        if count == 0 {
+            bail!("--shard `{text}`: a grid cannot be split into 0 shards; {usage}");
+        }
+        if index >= count {
+            bail!("--shard `{text}`: shard {index} does not exist among {count} (they are 0 to {}); {usage}", count - 1);
+        }
+        Ok(Shard { index, count })
+    }
+
+    fn from_slurm(env: impl Fn(&str) -> Option<String>) -> Result<Shard> {
+        let Some(id) = env("SLURM_ARRAY_TASK_ID") else {
+            bail!(
+                "--shard slurm: SLURM_ARRAY_TASK_ID is not set, so this process is not a task of a Slurm job array. \
+                 Submit it with `sbatch --array=0-<N-1> ...` (see docs/cluster/), or give the shard as --shard I/N"
+            );
+        };
+        let num = |name: &str, default: Option<usize>| -> Result<usize> {
+            match env(name) {
+                Some(v) => v.trim().parse().map_err(|_| anyhow!("--shard slurm: {name}=`{v}` is not a number")),
+                None => default.ok_or_else(|| anyhow!("--shard slurm: {name} is not set although SLURM_ARRAY_TASK_ID is")),
+            }
+        };
+        let id: usize = id.trim().parse().map_err(|_| anyhow!("--shard slurm: SLURM_ARRAY_TASK_ID=`{id}` is not a number"))?;
+        let (min, step, count) =
+            (num("SLURM_ARRAY_TASK_MIN", Some(0))?, num("SLURM_ARRAY_TASK_STEP", Some(1))?.max(1), num("SLURM_ARRAY_TASK_COUNT", None)?);
+        let offset = id.checked_sub(min).filter(|o| o % step == 0).map(|o| o / step);
+        match offset {
+            Some(index) if index < count => Ok(Shard { index, count }),
+            _ => bail!(
+                "--shard slurm: task {id} is not one of the {count} tasks {min}, {min}+{step}, …: use a regular \
+                 array (`--array=0-<N-1>` or `lo-hi:step`), not a list of indices"
+            ),
+        }
+    }
+
+    /// Whether this shard takes run `k` of the grid.
+    pub fn takes(&self, k: usize) -> bool {
+        k % self.count == self.index
+    }
+}
+
+impl std::fmt::Display for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
+/// The (head, seed) runs of a reproduction.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Grid {
+    pub heads: Vec<HeadKind>,
+    pub seeds: Vec<u64>,
+}
+
+impl Grid {
+    /// Every run, head-major: run `k` is head `k / seeds`, seed `k % seeds`.
+    pub fn runs(&self) -> Vec<RunId> {
+        self.heads.iter().flat_map(|h| self.seeds.iter().map(move |&seed| RunId { head: h.id(), seed })).collect()
+    }
+
+    /// The runs a shard takes (all of them without one).
+    pub fn runs_of(&self, shard: Option<Shard>) -> Vec<RunId> {
+        let all = self.runs().into_iter().enumerate();
+        all.filter(|(k, _)| shard.is_none_or(|s| s.takes(*k))).map(|(_, r)| r).collect()
     }
 }
 
@@ -104,27 +251,51 @@ pub fn run_grid<T: Sync, R: Send>(
     Ok(results.into_inner().expect("lock").into_iter().map(|r| r.expect("every task ran")).collect())
 }
 
-/// Every head × seed of a reproduction through [`run_grid`], each run in its
-/// own resumable folder `out/runs/<head>-seed<seed>`. Returns the runs in
-/// (head, seed) order and the wall time spent on `out` so far: this
-/// command's plus what an earlier `results.json` of the same `protocol`
-/// records (see [`earlier_wall_seconds`]).
-pub fn run_heads_and_seeds<R: Send>(
-    heads: &[String],
-    seeds: &[u64],
+/// What became of one run a process was given.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    /// Trained (or resumed and finished) by this process.
+    Trained,
+    /// Already finished before this process came to it.
+    Finished,
+    /// Claimed by another process, which is training it (named here).
+    Skipped(String),
+}
+
+/// Train `runs` under `out`, `par.jobs` at a time. Each run is claimed
+/// first (see [`RunDir::try_claim`]): a run another process holds is
+/// skipped, saying so — or, with `wait_for_claimed`, waited for and then
+/// finished if its holder died before it did. A finished run is left as it
+/// is; an interrupted one resumes. `train` trains (or resumes) one run in
+/// its folder and returns its result, which is then written, sealed.
+pub fn train_runs<R: RunRecord>(
+    out: &OutDir,
+    runs: &[RunId],
     par: Parallelism,
-    out: &std::path::Path,
-    protocol: &impl Serialize,
-    run: impl Fn(HeadKind, u64, &RunDir, &ProgressBar) -> Result<R> + Sync,
-) -> Result<(Vec<R>, f64)> {
-    let t0 = std::time::Instant::now();
-    let heads: Vec<HeadKind> = heads.iter().map(|h| h.parse()).collect::<Result<_>>()?;
-    let tasks: Vec<(HeadKind, u64)> = heads.iter().flat_map(|&h| seeds.iter().map(move |&s| (h, s))).collect();
-    let runs = run_grid(
-        &tasks,
-        par,
-        |(h, s)| format!("{h} seed {s}"),
-        |&(h, s), bar| run(h, s, &RunDir::new(&out.join("runs").join(format!("{h}-seed{s}")))?, bar),
-    )?;
-    Ok((runs, earlier_wall_seconds(out, protocol) + t0.elapsed().as_secs_f64()))
+    wait_for_claimed: bool,
+    train: impl Fn(&RunId, &RunDir, &ProgressBar) -> Result<R> + Sync,
+) -> Result<Vec<Outcome>> {
+    run_grid(runs, par, |id| id.to_string(), |id, bar| {
+        let dir = out.run_dir(id)?;
+        let claim = match dir.try_claim()? {
+            Some(claim) => claim,
+            None if wait_for_claimed => {
+                bar.set_message(format!("waiting: claimed by {}", dir.claimant()));
+                dir.claim()?
+            }
+            None => {
+                let holder = dir.claimant();
+                bar.finish_with_message(format!("skipped: claimed by {holder}"));
+                return Ok(Outcome::Skipped(holder));
+            }
+        };
+        if dir.read_result::<R>()?.is_some() {
+            bar.finish_with_message("finished earlier");
+            return Ok(Outcome::Finished);
+        }
+        let result = train(id, &dir, bar)?;
+        dir.write_result(&result)?;
+        drop(claim);
+        Ok(Outcome::Trained)
+    })
 }

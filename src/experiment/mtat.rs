@@ -16,8 +16,10 @@ use rand::{SeedableRng, rngs::Xoshiro256PlusPlus};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::grid::{Parallelism, run_grid};
+use super::plan::{Plan, StepCost};
 use super::run_dir::{Meta, RunDir};
+use super::{Protocol, RunId, RunRecord};
+use crate::data::identity::DataId;
 use crate::autograd::no_grad;
 use crate::data::audio::CHUNK;
 use crate::data::mtat::{Clip, EVAL_CHUNKS, Mtat};
@@ -29,10 +31,13 @@ use crate::optim::{Adam, Optimizer, Sgd};
 use crate::prune::prune_head;
 use crate::tensor::Tensor;
 
-/// Every setting of an MTAT reproduction (stored in `results.json`).
+/// Every setting that decides the numbers of an MTAT run (stored in
+/// `protocol.json` and `results.json`); heads, seeds and threads are not
+/// part of it (see [`super::grid`]).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct MtatProtocol {
-    pub data: String,
+    /// What the clips are (format, counts, fingerprint) and where they came from.
+    pub data: DataId,
     pub channels: usize,
     pub sparse_k: usize,
     pub dropout: f32,
@@ -42,18 +47,37 @@ pub struct MtatProtocol {
     pub sgd_lrs: Vec<f32>,
     pub weight_decay: f32,
     pub batch_size: usize,
-    pub seeds: Vec<u64>,
-    pub heads: Vec<String>,
     pub ratios: Vec<f64>,
     pub n_train: usize,
     pub n_valid: usize,
     pub n_test: usize,
     pub n_tags: usize,
-    pub jobs: usize,
-    pub threads_per_job: usize,
 }
 
 impl MtatProtocol {
+    /// The paper's protocol on the full MTAT split: C = 128 (head 512 → 512 →
+    /// 50), K = 1024, Adam at 1e-4 for 80 epochs then SGD at 1e-3 for 20,
+    /// batch 16, weight decay 1e-4, the ratio grid 0.8 / 0.9 / 0.95 / 0.98.
+    /// `data` is filled in when the data is loaded.
+    pub fn paper() -> MtatProtocol {
+        MtatProtocol {
+            data: DataId::default(),
+            channels: 128,
+            sparse_k: 1024,
+            dropout: 0.5,
+            epochs: vec![80, 20],
+            adam_lr: 1e-4,
+            sgd_lrs: vec![1e-3, 1e-4, 1e-5],
+            weight_decay: 1e-4,
+            batch_size: 16,
+            ratios: vec![0.8, 0.9, 0.95, 0.98],
+            n_train: 15244,
+            n_valid: 1529,
+            n_test: 4332,
+            n_tags: 50,
+        }
+    }
+
     pub fn total_epochs(&self) -> usize {
         self.epochs.iter().sum()
     }
@@ -102,8 +126,11 @@ pub struct MtatEpochLog {
     pub val_loss: f64,
     pub val_roc_auc: f64,
     pub val_pr_auc: f64,
+    /// Training time of the epoch (validation excluded).
     pub seconds: f64,
     pub clips_per_s: f64,
+    /// Threads of the pool that trained the epoch.
+    pub threads: usize,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -125,6 +152,34 @@ pub struct MtatRun {
     pub test_roc_auc: f64,
     pub test_pr_auc: f64,
     pub pruned: Vec<MtatPruned>,
+}
+
+impl RunRecord for MtatRun {
+    fn id(&self) -> RunId {
+        RunId { head: self.head.clone(), seed: self.seed }
+    }
+}
+
+impl Protocol for MtatProtocol {
+    const EXPERIMENT: &'static str = "mtat";
+    type Run = MtatRun;
+
+    fn misfit(&self, run: &MtatRun) -> Option<String> {
+        let points = if run.head == HeadKind::Zhang.id() { 0 } else { self.ratios.len().pow(2) };
+        if run.epochs.len() != self.total_epochs() {
+            Some(format!("it logs {} epochs where the protocol has {}", run.epochs.len(), self.total_epochs()))
+        } else if run.pruned.len() != points {
+            Some(format!("it has {} pruning points where the protocol's ratios give {points}", run.pruned.len()))
+        } else {
+            None
+        }
+    }
+
+    fn write_report(&self, runs: &[MtatRun], missing: &[RunId], dir: &std::path::Path) -> Result<String> {
+        let results = super::mtat_report::MtatResults::from_runs(self.clone(), runs, missing);
+        results.write(dir)?;
+        Ok(results.table_md())
+    }
 }
 
 /// Mean BCE over the 16 chunks of each clip, and the chunk-averaged tag
@@ -159,7 +214,7 @@ fn step_seed(seed: u64, epoch: usize, step: usize) -> u64 {
 }
 
 /// Train one (head, seed) run in `dir` (resuming from its checkpoint), then
-/// test and prune. A finished run is read back.
+/// test and prune.
 pub fn run(
     p: &MtatProtocol,
     data: &Mtat,
@@ -168,10 +223,6 @@ pub fn run(
     dir: &RunDir,
     bar: &ProgressBar,
 ) -> Result<MtatRun> {
-    if let Some(done) = dir.read_result::<MtatRun>()? {
-        bar.finish_with_message(format!("{head} seed {seed}: done earlier"));
-        return Ok(done);
-    }
     let mut model = ShortChunkCnn::new(p.model_config(head), seed);
     let mut phase = 0;
     let mut opt = p.optimizer(0);
@@ -251,6 +302,7 @@ pub fn run(
             val_pr_auc,
             seconds,
             clips_per_s: data.train.len() as f64 / seconds,
+            threads: rayon::current_num_threads(),
         });
         if val_loss < best_loss {
             best_loss = val_loss;
@@ -271,7 +323,6 @@ pub fn run(
     }
     bar.set_message(format!("{head} seed {seed}: testing and pruning"));
     let result = finish(p, data, head, seed, dir, epochs, best_epoch)?;
-    dir.write_result(&result)?;
     bar.finish_with_message(format!("{head} seed {seed}: test ROC-AUC {:.4}", result.test_roc_auc));
     Ok(result)
 }
@@ -335,58 +386,20 @@ pub fn parse_epochs(s: &str) -> Result<Vec<usize>> {
     Ok(v)
 }
 
-/// Train, test and prune every head × seed; reports into `out`.
-pub fn reproduce(p: &MtatProtocol, data: &Mtat, out: &std::path::Path) -> Result<super::mtat_report::MtatResults> {
-    let par = super::grid::Parallelism { jobs: p.jobs, threads_per_job: p.threads_per_job };
-    let (runs, wall) = super::grid::run_heads_and_seeds(&p.heads, &p.seeds, par, out, p, |h, s, dir, bar| {
-        run(p, data, h, s, dir, bar)
-    })?;
-    let results = super::mtat_report::MtatResults::from_runs(p.clone(), &runs, wall);
-    results.write(out)?;
-    Ok(results)
-}
+impl Plan for MtatProtocol {
+    fn time(&self, head: HeadKind, steps: usize) -> Result<StepCost> {
+        time_step_and_eval(self, head, steps)
+    }
 
-/// Measured cost of the protocol on this machine (the `--dry-run`).
-#[derive(Clone, Debug, Serialize)]
-pub struct Projection {
-    pub seconds_per_step: f64,
-    pub seconds_per_eval_clip: f64,
-    pub steps_per_epoch: usize,
-    pub seconds_per_epoch: f64,
-    pub hours_per_run: f64,
-    pub hours_total: f64,
-}
-
-/// Time a few training steps and evaluation clips of `head` at the
-/// protocol's width and batch — `p.jobs` copies side by side, each on its own
-/// pool of `p.threads_per_job` threads, so contention for memory bandwidth is
-/// in the numbers — and project the wall time of the protocol (`n_train`,
-/// `n_valid`, epochs, heads × seeds run `jobs` at a time).
-pub fn project(p: &MtatProtocol, head: HeadKind, steps: usize) -> Result<Projection> {
-    let par = Parallelism { jobs: p.jobs, threads_per_job: p.threads_per_job };
-    let copies: Vec<usize> = (0..p.jobs).collect();
-    let timings = run_grid(&copies, par, |i| format!("timing job {i}"), |_, _| time_step_and_eval(p, head, steps))?;
-    let n = timings.len() as f64;
-    let seconds_per_step = timings.iter().map(|t| t.0).sum::<f64>() / n;
-    let seconds_per_eval_clip = timings.iter().map(|t| t.1).sum::<f64>() / n;
-    let steps_per_epoch = p.n_train.div_ceil(p.batch_size);
-    let seconds_per_epoch = steps_per_epoch as f64 * seconds_per_step + p.n_valid as f64 * seconds_per_eval_clip;
-    let hours_per_run =
-        (seconds_per_epoch * p.total_epochs() as f64 + (p.n_test as f64) * seconds_per_eval_clip) / 3600.0;
-    let runs = (p.heads.len() * p.seeds.len()) as f64;
-    Ok(Projection {
-        seconds_per_step,
-        seconds_per_eval_clip,
-        steps_per_epoch,
-        seconds_per_epoch,
-        hours_per_run,
-        hours_total: hours_per_run * (runs / p.jobs as f64).ceil(),
-    })
+    fn run_seconds(&self, c: &StepCost) -> f64 {
+        let epoch = self.n_train.div_ceil(self.batch_size) as f64 * c.step + self.n_valid as f64 * c.eval_item;
+        epoch * self.total_epochs() as f64 + self.n_test as f64 * c.eval_item
+    }
 }
 
 /// Seconds per training step and per evaluated clip (16 chunks) of one model,
 /// on the current thread pool.
-fn time_step_and_eval(p: &MtatProtocol, head: HeadKind, steps: usize) -> Result<(f64, f64)> {
+fn time_step_and_eval(p: &MtatProtocol, head: HeadKind, steps: usize) -> Result<StepCost> {
     let mut model = ShortChunkCnn::new(p.model_config(head), 0);
     let mut opt = p.optimizer(0);
     let mut s = 0x1234_5678_9ABC_DEF1u64;
@@ -412,6 +425,5 @@ fn time_step_and_eval(p: &MtatProtocol, head: HeadKind, steps: usize) -> Result<
     let clip = Tensor::new(ArrayD::from_elem(IxDyn(&[EVAL_CHUNKS, CHUNK]), 0.01));
     let t1 = Instant::now();
     no_grad(|| model.forward(&clip, &mut Ctx::eval()))?;
-    let seconds_per_eval_clip = t1.elapsed().as_secs_f64();
-    Ok((seconds_per_step, seconds_per_eval_clip))
+    Ok(StepCost { step: seconds_per_step, eval_item: t1.elapsed().as_secs_f64() })
 }

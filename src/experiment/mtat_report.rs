@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::mtat::{MtatEpochLog, MtatProtocol, MtatRun};
 use super::plots::{Chart, Series, draw};
+use super::RunId;
 use super::stats::{fmt_mean_std, mean_std};
 use crate::io::write_text_atomic;
 use crate::models::HeadKind;
@@ -39,14 +40,17 @@ pub struct MtatHeadResults {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct MtatResults {
     pub protocol: MtatProtocol,
+    /// Finished runs by head id, seeds ascending.
     pub heads: BTreeMap<String, MtatHeadResults>,
-    /// As [`super::cifar_report::CifarResults::wall_seconds`].
-    pub wall_seconds: f64,
+    /// Runs of the grid that have a folder but no result yet.
+    pub missing: Vec<RunId>,
+    /// Training time summed over every epoch of every run.
     pub train_seconds: f64,
 }
 
 impl MtatResults {
-    pub fn from_runs(protocol: MtatProtocol, runs: &[MtatRun], wall_seconds: f64) -> MtatResults {
+    /// Gather runs (sorted by head, then seed) per head.
+    pub fn from_runs(protocol: MtatProtocol, runs: &[MtatRun], missing: &[RunId]) -> MtatResults {
         let mut heads: BTreeMap<String, MtatHeadResults> = BTreeMap::new();
         for r in runs {
             let h = heads.entry(r.head.clone()).or_insert_with(|| MtatHeadResults {
@@ -88,23 +92,28 @@ impl MtatResults {
             }
         }
         let train_seconds = runs.iter().flat_map(|r| &r.epochs).map(|e| e.seconds).sum();
-        MtatResults { protocol, heads, wall_seconds, train_seconds }
+        MtatResults { protocol, heads, missing: missing.to_vec(), train_seconds }
     }
 
+    /// Heads in the paper's order.
     fn ordered(&self) -> Vec<(HeadKind, &MtatHeadResults)> {
-        self.protocol.heads.iter().filter_map(|id| Some((id.parse().ok()?, self.heads.get(id)?))).collect()
+        let mut v: Vec<(HeadKind, &MtatHeadResults)> =
+            self.heads.iter().filter_map(|(id, h)| Some((id.parse().ok()?, h))).collect();
+        v.sort_by_key(|(k, _)| *k);
+        v
     }
 
     /// Unpruned test metrics per head, then the pruning grid.
     pub fn table_md(&self) -> String {
         let heads = self.ordered();
-        let mut s = String::from("| head | ROC-AUC | PR-AUC | best epoch |\n|---|---|---|---|\n");
+        let mut s = String::from("| head | seeds | ROC-AUC | PR-AUC | best epoch |\n|---|---|---|---|---|\n");
         for (k, h) in &heads {
             let best: Vec<String> = h.best_epoch.iter().map(|e| e.to_string()).collect();
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} |",
                 k.label(),
+                h.seeds.len(),
                 fmt_mean_std(&h.test_roc_auc, 4),
                 fmt_mean_std(&h.test_pr_auc, 4),
                 best.join(", ")
@@ -126,6 +135,10 @@ impl MtatResults {
                     .collect();
                 let _ = writeln!(s, "| {} | {} | {} | {} |", point.r2, point.r1, point.params, cells.join(" | "));
             }
+        }
+        if !self.missing.is_empty() {
+            let list: Vec<String> = self.missing.iter().map(|m| m.to_string()).collect();
+            let _ = writeln!(s, "\nNot finished yet, so not in these tables: {}.", list.join(", "));
         }
         s
     }

@@ -2,6 +2,7 @@
 //! to finish with exactly the result of an uninterrupted run.
 //!
 //! ```text
+//! <run>/claim           locked (flock) by the process training the run; names it
 //! <run>/checkpoint.npz  model + optimiser + `meta.*` counters, after the last finished epoch
 //! <run>/best.npz        the model with the best validation score so far
 //! <run>/log.jsonl       one JSON line per finished epoch
@@ -10,15 +11,25 @@
 //! Every file is written atomically. Each epoch writes `best.npz` (if it
 //! improved), then the log, then the checkpoint: a run killed in between
 //! redoes that epoch, deterministically, and rewrites the same files.
+//!
+//! Several processes may share the folder (shards of a grid, on one machine
+//! or over a network file system). Only the holder of the exclusive lock on
+//! `claim` trains the run. The kernel releases a `flock` when its process
+//! dies, however it dies, so a killed process never leaves a stale claim.
+//!
+//! `result.json` is sealed: it carries the SHA-256 of its run, so a file cut
+//! short by a copy or edited by hand is refused by name instead of silently
+//! entering a table.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use ndarray::{ArrayD, IxDyn};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::data::identity::sha256_hex;
 use crate::io::write_text_atomic;
 use crate::nn::checkpoint::{load_npz, prefixed, save_npz, sub_dict};
 use crate::nn::{Module, ModuleExt, StateDict, StateValue};
@@ -107,35 +118,107 @@ impl RunDir {
         Ok(entries)
     }
 
+    /// Write the finished run, sealed with the SHA-256 of its content.
     pub fn write_result<T: Serialize>(&self, result: &T) -> Result<()> {
-        write_text_atomic(&self.file("result.json"), &serde_json::to_string_pretty(result)?)
+        let run = serde_json::to_string(result)?;
+        let seal = seal_of(&serde_json::from_str(&run)?);
+        let text = format!("{{\n  \"sha256\": \"{seal}\",\n  \"run\": {}\n}}\n", serde_json::to_string_pretty(result)?);
+        write_text_atomic(&self.file("result.json"), &text)
     }
 
-    /// The finished result, if this run completed before.
+    /// The finished run, if there is one. A `result.json` that is not valid
+    /// JSON, lacks its seal, fails it, or does not describe a run is an error
+    /// that names the file and the way out.
     pub fn read_result<T: DeserializeOwned>(&self) -> Result<Option<T>> {
         let path = self.file("result.json");
         if !path.exists() {
             return Ok(None);
         }
-        let text = std::fs::read_to_string(&path)?;
-        Ok(Some(
-            serde_json::from_str(&text)
-                .with_context(|| format!("{} is corrupt; delete it to rerun", path.display()))?,
-        ))
+        let redo = "delete it and run the same command again: the run's test and pruning are recomputed from \
+                    its best.npz (training is kept)";
+        let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let value: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not valid JSON (truncated or edited?); {redo}", path.display()))?;
+        let (Some(seal), Some(run)) = (value.get("sha256").and_then(|s| s.as_str()), value.get("run")) else {
+            bail!("{} is not a sealed run result (no `sha256` and `run` fields); {redo}", path.display());
+        };
+        if seal_of(run) != seal {
+            bail!(
+                "{} was changed after it was written: its content no longer matches its sha256 seal. Restore the \
+                 original, or {redo}",
+                path.display()
+            );
+        }
+        let run = T::deserialize(run).with_context(|| format!("{} does not hold a run result; {redo}", path.display()))?;
+        Ok(Some(run))
+    }
+
+    /// Claim the run for this process without waiting; `None` while another
+    /// process holds it. The claim lasts as long as the returned value.
+    pub fn try_claim(&self) -> Result<Option<Claim>> {
+        let file = self.open_claim()?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(Claim::record(file)?)),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => Err(e).with_context(|| self.lock_failed()),
+        }
+    }
+
+    /// Claim the run, waiting for its current holder to finish or die.
+    pub fn claim(&self) -> Result<Claim> {
+        let file = self.open_claim()?;
+        file.lock().with_context(|| self.lock_failed())?;
+        Claim::record(file)
+    }
+
+    /// Who holds the claim (or held it last): `pid N on host H`.
+    pub fn claimant(&self) -> String {
+        std::fs::read_to_string(self.file("claim"))
+            .ok()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "another process".into())
+    }
+
+    fn open_claim(&self) -> Result<std::fs::File> {
+        let path = self.file("claim");
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))
+    }
+
+    fn lock_failed(&self) -> String {
+        format!(
+            "cannot lock {} (a file system without flock support? On NFS, mount with locking enabled)",
+            self.file("claim").display()
+        )
     }
 }
 
-/// The `wall_seconds` that `dir/results.json` already records for this same
-/// `protocol`, or 0. A grid reproduced again in the same folder — to finish
-/// interrupted runs or only to redraw the report — adds its own time to it
-/// rather than replacing the record with a few seconds.
-pub fn earlier_wall_seconds(dir: &Path, protocol: &impl Serialize) -> f64 {
-    let parse = |text: &str| serde_json::from_str::<serde_json::Value>(text).ok();
-    let earlier = std::fs::read_to_string(dir.join("results.json")).ok().and_then(|t| parse(&t));
-    // Through text, as in the file: f32 settings compare equal after the round trip.
-    let now = serde_json::to_string(protocol).ok().and_then(|t| parse(&t));
-    match (earlier, now) {
-        (Some(e), Some(p)) if e.get("protocol") == Some(&p) => e["wall_seconds"].as_f64().unwrap_or(0.0),
-        _ => 0.0,
+/// The seal of a run: SHA-256 of its JSON in canonical form (keys sorted,
+/// numbers as parsed), so that reformatting the file keeps it valid.
+fn seal_of(run: &serde_json::Value) -> String {
+    sha256_hex(run.to_string().as_bytes())
+}
+
+/// This process's exclusive claim on a run folder (see the module doc).
+pub struct Claim {
+    _file: std::fs::File,
+}
+
+impl Claim {
+    /// Write who holds the claim into the (locked) file, for the messages of
+    /// processes that find it taken.
+    fn record(mut file: std::fs::File) -> Result<Claim> {
+        use std::io::Write;
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        file.set_len(0)?;
+        writeln!(file, "pid {} on host {}", std::process::id(), host.trim())?;
+        Ok(Claim { _file: file })
     }
 }
+

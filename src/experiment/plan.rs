@@ -1,0 +1,176 @@
+//! Planning a reproduction (`--dry-run`): time a few training steps on this
+//! machine, then project the wall time of a grid for each way of spreading
+//! it over this machine's cores, and for `M` machines of `c` cores — with
+//! the Slurm commands that would run it.
+//!
+//! The cluster projection assumes cores as fast as these, and threads that
+//! scale by Amdahl's law with the serial fraction fitted to the one-thread
+//! and all-core run times measured here.
+
+use anyhow::Result;
+use indicatif::ProgressBar;
+
+use super::Protocol;
+use super::grid::{Parallelism, run_grid};
+use crate::models::HeadKind;
+
+/// Measured cost of one model: seconds per training step and per evaluated
+/// item (an image for CIFAR-10, a clip of 16 chunks for MTAT).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepCost {
+    pub step: f64,
+    pub eval_item: f64,
+}
+
+/// What planning needs of a protocol.
+pub trait Plan: Protocol {
+    /// Time `steps` training steps and the evaluation of one item of a
+    /// `head` model at this protocol's sizes, on the current thread pool.
+    fn time(&self, head: HeadKind, steps: usize) -> Result<StepCost>;
+    /// Seconds one run takes at `cost`: every epoch's training and
+    /// validation, then the test.
+    fn run_seconds(&self, cost: &StepCost) -> f64;
+}
+
+/// One way to run a grid on this machine, measured.
+#[derive(Clone, Debug)]
+pub struct Layout {
+    pub par: Parallelism,
+    pub cost: StepCost,
+    pub hours_per_run: f64,
+    /// The grid's wall time: runs go `jobs` at a time.
+    pub hours_total: f64,
+}
+
+/// Measure every layout of `cores` cores — `jobs` = 1, 2, 4, … and `cores`,
+/// each with `cores / jobs` threads — by timing `jobs` copies side by side,
+/// so that contention for memory bandwidth is in the numbers.
+pub fn layouts<P: Plan>(p: &P, head: HeadKind, runs: usize, cores: usize, steps: usize) -> Result<Vec<Layout>> {
+    let mut counts: Vec<usize> = std::iter::successors(Some(1), |j| Some(j * 2)).take_while(|&j| j < cores).collect();
+    counts.push(cores);
+    counts
+        .into_iter()
+        .map(|jobs| {
+            let par = Parallelism { jobs, threads_per_job: (cores / jobs).max(1) };
+            let copies: Vec<usize> = (0..jobs).collect();
+            let hidden = |_: &usize| String::new();
+            let timings = run_grid(&copies, par, hidden, |_, bar: &ProgressBar| {
+                bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+                p.time(head, steps)
+            })?;
+            let n = timings.len() as f64;
+            let cost = StepCost {
+                step: timings.iter().map(|t| t.step).sum::<f64>() / n,
+                eval_item: timings.iter().map(|t| t.eval_item).sum::<f64>() / n,
+            };
+            let hours_per_run = p.run_seconds(&cost) / 3600.0;
+            Ok(Layout { par, cost, hours_per_run, hours_total: hours_per_run * runs.div_ceil(jobs) as f64 })
+        })
+        .collect()
+}
+
+/// A grid spread over `machines` machines of `cores` cores each.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClusterPlan {
+    pub machines: usize,
+    pub cores: usize,
+    /// Threads of each run (`--cpus-per-task`).
+    pub threads: usize,
+    /// Runs at the same time over all machines.
+    pub concurrent: usize,
+    pub hours_per_run: f64,
+    pub hours_total: f64,
+}
+
+/// Amdahl's serial fraction `f` from the speed-up `t1 / tn` at `n` threads
+/// (`t(n) = t1 · (f + (1 - f) / n)`), clamped to [0, 1]; 1 when `n` is 1,
+/// as nothing was measured beyond one thread.
+pub fn serial_fraction(t1: f64, tn: f64, n: usize) -> f64 {
+    if n < 2 {
+        return 1.0;
+    }
+    let n = n as f64;
+    ((tn / t1 * n - 1.0) / (n - 1.0)).clamp(0.0, 1.0)
+}
+
+/// Project `runs` runs of `hours_1` hours each on one thread (measured with
+/// every core of this machine busy) onto `machines` × `cores`. Runs get one
+/// thread each while there are at least as many runs as cores; otherwise
+/// the most threads that still let every run start at once.
+pub fn cluster(hours_1: f64, f: f64, runs: usize, machines: usize, cores: usize) -> ClusterPlan {
+    let slots = machines * cores;
+    let fits = |t: usize| machines * (cores / t) >= runs;
+    let threads = if runs >= slots { 1 } else { (1..=cores).rev().find(|&t| fits(t)).unwrap_or(1) };
+    let concurrent = machines * (cores / threads);
+    let hours_per_run = hours_1 * (f + (1.0 - f) / threads as f64);
+    ClusterPlan {
+        machines,
+        cores,
+        threads,
+        concurrent,
+        hours_per_run,
+        hours_total: hours_per_run * runs.div_ceil(concurrent) as f64,
+    }
+}
+
+/// The commands that submit a grid of `runs` runs to Slurm as one array
+/// task per run with the plan's threads, a time limit of 1.25 × the
+/// projected run time (at least 15 min, rounded up to 15 min), and the
+/// report job after it. `env` sets the variables the sbatch file reads.
+pub fn sbatch_lines(experiment: &str, runs: usize, plan: &ClusterPlan, env: &str) -> String {
+    let quarters = ((plan.hours_per_run * 1.25 * 4.0).ceil() as usize).max(1);
+    let limit = format!("{}:{:02}:00", quarters / 4, (quarters % 4) * 15);
+    let file = format!("docs/cluster/{experiment}.sbatch");
+    format!(
+        "export {env}\njid=$(sbatch --parsable --array=0-{} --cpus-per-task={} --time={limit} {file})\n\
+         sbatch --dependency=afterok:$jid --export=ALL,STEP=report {file}",
+        runs - 1,
+        plan.threads
+    )
+}
+
+/// `12.3 h`, or minutes below an hour.
+pub fn fmt_hours(h: f64) -> String {
+    if h < 1.0 { format!("{:.0} min", h * 60.0) } else { format!("{h:.1} h") }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serial_fraction_inverts_amdahls_law() {
+        let (t1, f) = (10.0, 0.2);
+        let tn = t1 * (f + (1.0 - f) / 2.0);
+        assert!((serial_fraction(t1, tn, 2) - f).abs() < 1e-12);
+        assert_eq!(serial_fraction(t1, t1 / 3.0, 2), 0.0, "super-linear speed-ups clamp to 0");
+        assert_eq!(serial_fraction(t1, t1, 1), 1.0);
+    }
+
+    #[test]
+    fn a_grid_larger_than_the_cluster_runs_single_threaded_in_waves() {
+        let p = cluster(2.0, 0.1, 100, 10, 4);
+        assert_eq!((p.threads, p.concurrent), (1, 40));
+        assert_eq!(p.hours_total, 2.0 * 3.0);
+    }
+
+    #[test]
+    fn a_small_grid_gives_each_run_the_threads_that_still_start_it_at_once() {
+        // 20 runs on 10 × 32 cores: 16 threads each, 2 per machine.
+        let p = cluster(8.0, 0.0, 20, 10, 32);
+        assert_eq!((p.threads, p.concurrent), (16, 20));
+        assert_eq!(p.hours_total, 0.5);
+        // 3 runs on 2 × 4 cores: 2 machines hold at most 2 runs of 3-4 threads, so 2 threads.
+        assert_eq!(cluster(1.0, 0.0, 3, 2, 4).threads, 2);
+    }
+
+    #[test]
+    fn sbatch_lines_ask_for_one_task_per_run_and_a_report_after_them() {
+        let p = cluster(1.9, 0.0, 20, 10, 32);
+        let s = sbatch_lines("cifar", 20, &p, "OUT=runs/c128");
+        assert!(s.contains("--array=0-19 --cpus-per-task=16 --time=0:15:00 docs/cluster/cifar.sbatch"), "{s}");
+        assert!(s.contains("--dependency=afterok:$jid --export=ALL,STEP=report"), "{s}");
+        let long = cluster(10.0, 0.0, 20, 1, 2);
+        assert!(sbatch_lines("mtat", 20, &long, "").contains("--time=12:30:00"));
+    }
+}
