@@ -88,7 +88,7 @@ struct GridArgs {
     #[arg(long, value_enum)]
     preset: Option<Preset>,
     /// Seeds: a count N (seeds 0..N), a range 3-7, or a list 0,3,4 [default: 2; paper: 5].
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     seeds: Option<String>,
     /// Comma-separated heads: relu, maxout, zhang, dense-morph, sparse-morph (+ -nobn variants)
     /// [default and paper: relu,maxout,dense-morph,sparse-morph for cifar;
@@ -108,7 +108,7 @@ struct GridArgs {
     /// Train only part I of N of the (head, seed) grid, runs k with k mod N = I (I from 0), and
     /// skip the report (`morphgrad report OUT` makes it); `slurm` takes I and N from the job array.
     /// [default: the whole grid, then the report]
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     shard: Option<String>,
     /// Wait for runs another process is training (then finish them if it died) instead of
     /// skipping them.
@@ -238,7 +238,10 @@ fn cifar_protocol(a: &CifarArgs) -> Result<CifarProtocol> {
         lr: a.lr.unwrap_or(paper.lr),
         ..paper
     };
-    anyhow::ensure!(p.channels > 0 && p.hidden > 0 && p.epochs > 0, "--channels, --hidden and --epochs must be positive");
+    anyhow::ensure!(
+        p.channels > 0 && p.hidden > 0 && p.epochs > 0,
+        "--channels, --hidden and --epochs must be positive"
+    );
     anyhow::ensure!(p.batch_size >= 2, "--batch-size must be at least 2 (BatchNorm needs two images per batch)");
     Ok(CifarProtocol { sparse_k: 2 * p.hidden, ..p })
 }
@@ -323,22 +326,33 @@ fn reproduce_mtat(a: MtatArgs) -> Result<()> {
     }
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
     let (root, source, format) = match &a.data {
-        Some(p) => (p.clone(), p.display().to_string(), "MTAT reference layout (split files, binary.npy, npy clips)".into()),
+        Some(p) => {
+            (p.clone(), p.display().to_string(), "MTAT reference layout (split files, binary.npy, npy clips)".into())
+        }
         None => {
             let dir = out.join("synthetic-data");
             let counts: Vec<usize> = a
                 .synthetic_clips
                 .split(',')
-                .map(|s| s.trim().parse().map_err(|_| anyhow::anyhow!("--synthetic-clips takes train,valid,test counts")))
+                .map(|s| {
+                    s.trim().parse().map_err(|_| anyhow::anyhow!("--synthetic-clips takes train,valid,test counts"))
+                })
                 .collect::<Result<_>>()?;
-            anyhow::ensure!(counts.len() == 3 && counts.iter().all(|&c| c >= 2), "--synthetic-clips takes three counts >= 2");
-            anyhow::ensure!(a.synthetic_seconds >= 3.7, "--synthetic-seconds must cover a 59049-sample chunk (>= 3.7 s)");
+            anyhow::ensure!(
+                counts.len() == 3 && counts.iter().all(|&c| c >= 2),
+                "--synthetic-clips takes three counts >= 2"
+            );
+            anyhow::ensure!(
+                a.synthetic_seconds >= 3.7,
+                "--synthetic-seconds must cover a 59049-sample chunk (>= 3.7 s)"
+            );
             if !dir.join("split/test.npy").exists() {
                 eprintln!("writing synthetic MTAT-like clips to {} ...", dir.display());
                 let samples = (a.synthetic_seconds * morphgrad::data::audio::SAMPLE_RATE as f32) as usize;
                 morphgrad::data::synthetic::mtat_like(&dir, counts[0], counts[1], counts[2], samples, 2025)?;
             }
-            let format = format!("synthetic MTAT-like clips ({}, {} s each, seed 2025)", a.synthetic_clips, a.synthetic_seconds);
+            let format =
+                format!("synthetic MTAT-like clips ({}, {} s each, seed 2025)", a.synthetic_clips, a.synthetic_seconds);
             (dir, "synthetic".to_string(), format)
         }
     };
@@ -346,10 +360,15 @@ fn reproduce_mtat(a: MtatArgs) -> Result<()> {
     protocol.data = morphgrad::data::identity::DataId {
         source,
         format,
-        counts: [("train", data.train.len()), ("valid", data.valid.len()), ("test", data.test.len()), ("tags", data.n_tags)]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect(),
+        counts: [
+            ("train", data.train.len()),
+            ("valid", data.valid.len()),
+            ("test", data.test.len()),
+            ("tags", data.n_tags),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect(),
         sha256: data.fingerprint(),
     };
     (protocol.n_train, protocol.n_valid, protocol.n_test, protocol.n_tags) =
@@ -384,10 +403,9 @@ fn finish(done: Reproduced, t0: Instant, out: &std::path::Path) -> Result<()> {
     }
     match done.report {
         Some(r) => print_summary(&r, out),
-        None => println!(
-            "shard done: the report over every finished run is `morphgrad report {}` (once all shards are done)",
-            out.display()
-        ),
+        None => {
+            println!("done; no report written: run `morphgrad report {}` once every shard has finished", out.display())
+        }
     }
     println!("wall time of this command: {:.0} s", t0.elapsed().as_secs_f64());
     Ok(())
@@ -470,8 +488,16 @@ fn dry_run<P: Plan>(
 /// The protocol and grid flags of this command line, for the sbatch file's `ARGS`: everything
 /// after `reproduce <experiment>` but the flags that the sbatch file or the dry run set.
 fn passthrough_args() -> Vec<String> {
-    const DROP: [&str; 8] =
-        ["--dry-run", "--machines", "--cores-per-machine", "--data", "--out", "--jobs", "--shard", "--wait-for-claimed"];
+    const DROP: [&str; 8] = [
+        "--dry-run",
+        "--machines",
+        "--cores-per-machine",
+        "--data",
+        "--out",
+        "--jobs",
+        "--shard",
+        "--wait-for-claimed",
+    ];
     const VALUED: [&str; 6] = ["--machines", "--cores-per-machine", "--data", "--out", "--jobs", "--shard"];
     let args: Vec<String> = std::env::args().skip(3).collect();
     let mut kept = Vec::new();

@@ -8,9 +8,9 @@ use std::path::Path;
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
+use super::RunId;
 use super::cifar::{CifarProtocol, CifarRun, EpochLog, Histogram};
 use super::plots::{Chart, Series, draw};
-use super::RunId;
 use super::stats::{fmt_mean_std, mean_std};
 use crate::io::write_text_atomic;
 use crate::models::HeadKind;

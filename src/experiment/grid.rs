@@ -82,7 +82,9 @@ pub fn parse_seeds(text: &str) -> Result<Vec<u64>> {
     let mut seeds = Vec::new();
     for item in t.split(',').map(str::trim) {
         let num = |s: &str| -> Result<u64> {
-            s.trim().parse().map_err(|_| anyhow!("--seeds `{text}`: `{item}` is not a seed (a whole number ≥ 0); {forms}"))
+            s.trim()
+                .parse()
+                .map_err(|_| anyhow!("--seeds `{text}`: `{item}` is not a seed (a whole number ≥ 0); {forms}"))
         };
         if item.is_empty() {
             bail!("--seeds `{text}` has an empty item: {forms}");
@@ -134,7 +136,10 @@ impl Shard {
             bail!("--shard `{text}`: a grid cannot be split into 0 shards; {usage}");
         }
         if index >= count {
-            bail!("--shard `{text}`: shard {index} does not exist among {count} (they are 0 to {}); {usage}", count - 1);
+            bail!(
+                "--shard `{text}`: shard {index} does not exist among {count} (they are 0 to {}); {usage}",
+                count - 1
+            );
         }
         Ok(Shard { index, count })
     }
@@ -149,12 +154,18 @@ impl Shard {
         let num = |name: &str, default: Option<usize>| -> Result<usize> {
             match env(name) {
                 Some(v) => v.trim().parse().map_err(|_| anyhow!("--shard slurm: {name}=`{v}` is not a number")),
-                None => default.ok_or_else(|| anyhow!("--shard slurm: {name} is not set although SLURM_ARRAY_TASK_ID is")),
+                None => {
+                    default.ok_or_else(|| anyhow!("--shard slurm: {name} is not set although SLURM_ARRAY_TASK_ID is"))
+                }
             }
         };
-        let id: usize = id.trim().parse().map_err(|_| anyhow!("--shard slurm: SLURM_ARRAY_TASK_ID=`{id}` is not a number"))?;
-        let (min, step, count) =
-            (num("SLURM_ARRAY_TASK_MIN", Some(0))?, num("SLURM_ARRAY_TASK_STEP", Some(1))?.max(1), num("SLURM_ARRAY_TASK_COUNT", None)?);
+        let id: usize =
+            id.trim().parse().map_err(|_| anyhow!("--shard slurm: SLURM_ARRAY_TASK_ID=`{id}` is not a number"))?;
+        let (min, step, count) = (
+            num("SLURM_ARRAY_TASK_MIN", Some(0))?,
+            num("SLURM_ARRAY_TASK_STEP", Some(1))?.max(1),
+            num("SLURM_ARRAY_TASK_COUNT", None)?,
+        );
         let offset = id.checked_sub(min).filter(|o| o % step == 0).map(|o| o / step);
         match offset {
             Some(index) if index < count => Ok(Shard { index, count }),
@@ -275,27 +286,119 @@ pub fn train_runs<R: RunRecord>(
     wait_for_claimed: bool,
     train: impl Fn(&RunId, &RunDir, &ProgressBar) -> Result<R> + Sync,
 ) -> Result<Vec<Outcome>> {
-    run_grid(runs, par, |id| id.to_string(), |id, bar| {
-        let dir = out.run_dir(id)?;
-        let claim = match dir.try_claim()? {
-            Some(claim) => claim,
-            None if wait_for_claimed => {
-                bar.set_message(format!("waiting: claimed by {}", dir.claimant()));
-                dir.claim()?
+    run_grid(
+        runs,
+        par,
+        |id| id.to_string(),
+        |id, bar| {
+            let dir = out.run_dir(id)?;
+            let claim = match dir.try_claim()? {
+                Some(claim) => claim,
+                None if wait_for_claimed => {
+                    bar.set_message(format!("waiting: claimed by {}", dir.claimant()));
+                    dir.claim()?
+                }
+                None => {
+                    let holder = dir.claimant();
+                    bar.finish_with_message(format!("skipped: claimed by {holder}"));
+                    return Ok(Outcome::Skipped(holder));
+                }
+            };
+            if dir.read_result::<R>()?.is_some() {
+                bar.finish_with_message("finished earlier");
+                return Ok(Outcome::Finished);
             }
-            None => {
-                let holder = dir.claimant();
-                bar.finish_with_message(format!("skipped: claimed by {holder}"));
-                return Ok(Outcome::Skipped(holder));
-            }
-        };
-        if dir.read_result::<R>()?.is_some() {
-            bar.finish_with_message("finished earlier");
-            return Ok(Outcome::Finished);
+            let result = train(id, &dir, bar)?;
+            dir.write_result(&result)?;
+            drop(claim);
+            Ok(Outcome::Trained)
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(r: Result<impl std::fmt::Debug>) -> String {
+        format!("{:#}", r.expect_err("an error"))
+    }
+
+    #[test]
+    fn seeds_are_a_count_a_range_or_a_list() {
+        assert_eq!(parse_seeds("3").unwrap(), [0, 1, 2]);
+        assert_eq!(parse_seeds("3-7").unwrap(), [3, 4, 5, 6, 7]);
+        assert_eq!(parse_seeds("4,0,3").unwrap(), [0, 3, 4]);
+        assert_eq!(parse_seeds("0,5-6").unwrap(), [0, 5, 6]);
+        assert_eq!(parse_seeds("2-2").unwrap(), [2]);
+    }
+
+    #[test]
+    fn bad_seed_lists_name_the_problem() {
+        assert!(err(parse_seeds("5-2")).contains("the range 5-2 is empty (it runs downward); write 2-5"));
+        assert!(err(parse_seeds("0,3,3")).contains("names seed 3 twice"));
+        assert!(err(parse_seeds("0-3,2-5")).contains("names seed 2 twice"));
+        assert!(err(parse_seeds("0")).contains("selects no run"));
+        assert!(err(parse_seeds("")).contains("empty item"));
+        assert!(err(parse_seeds("1,,2")).contains("empty item"));
+        assert!(err(parse_seeds("a")).contains("`a` is not a seed"));
+        assert!(err(parse_seeds("-1")).contains("is not a seed"));
+    }
+
+    #[test]
+    fn shards_take_every_nth_run_of_the_head_major_grid() {
+        let grid = Grid { heads: vec![HeadKind::Relu, HeadKind::SparseMorph { bn: true }], seeds: vec![0, 1, 2] };
+        let names = |s: Option<Shard>| grid.runs_of(s).iter().map(|r| r.folder()).collect::<Vec<_>>();
+        assert_eq!(names(Some(Shard { index: 1, count: 4 })), ["relu-seed1", "sparse-morph-seed2"]);
+        assert_eq!(names(Some(Shard { index: 0, count: 1 })).len(), 6);
+        let mut all: Vec<String> = (0..4).flat_map(|i| names(Some(Shard { index: i, count: 4 }))).collect();
+        all.sort();
+        let mut whole = names(None);
+        whole.sort();
+        assert_eq!(all, whole, "the shards partition the grid");
+    }
+
+    #[test]
+    fn shard_forms_and_their_errors() {
+        let none = |_: &str| None;
+        assert_eq!(Shard::parse_with("2/5", none).unwrap(), Shard { index: 2, count: 5 });
+        assert!(err(Shard::parse_with("3/2", none)).contains("shard 3 does not exist among 2 (they are 0 to 1)"));
+        for bad in ["-1/4", "a/b", "3", "1/2/3"] {
+            assert!(err(Shard::parse_with(bad, none)).contains("--shard takes I/N"), "{bad}");
         }
-        let result = train(id, &dir, bar)?;
-        dir.write_result(&result)?;
-        drop(claim);
-        Ok(Outcome::Trained)
-    })
+        assert!(err(Shard::parse_with("0/0", none)).contains("into 0 shards"));
+        assert!(err(Shard::parse_with("slurm", none)).contains("not a task of a Slurm job array"));
+    }
+
+    #[test]
+    fn the_slurm_shard_is_the_array_task_counted_from_the_arrays_first_index() {
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            move |k: &str| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+        };
+        let plain = env(&[("SLURM_ARRAY_TASK_ID", "3"), ("SLURM_ARRAY_TASK_COUNT", "4")]);
+        assert_eq!(Shard::parse_with("slurm", plain).unwrap(), Shard { index: 3, count: 4 });
+        let offset =
+            env(&[("SLURM_ARRAY_TASK_ID", "12"), ("SLURM_ARRAY_TASK_MIN", "10"), ("SLURM_ARRAY_TASK_COUNT", "4")]);
+        assert_eq!(Shard::parse_with("slurm", offset).unwrap(), Shard { index: 2, count: 4 });
+        let stepped = env(&[
+            ("SLURM_ARRAY_TASK_ID", "6"),
+            ("SLURM_ARRAY_TASK_MIN", "0"),
+            ("SLURM_ARRAY_TASK_STEP", "2"),
+            ("SLURM_ARRAY_TASK_COUNT", "5"),
+        ]);
+        assert_eq!(Shard::parse_with("slurm", stepped).unwrap(), Shard { index: 3, count: 5 });
+        let listed =
+            env(&[("SLURM_ARRAY_TASK_ID", "9"), ("SLURM_ARRAY_TASK_MIN", "1"), ("SLURM_ARRAY_TASK_COUNT", "3")]);
+        assert!(err(Shard::parse_with("slurm", listed)).contains("use a regular array"));
+        let no_count = env(&[("SLURM_ARRAY_TASK_ID", "1")]);
+        assert!(err(Shard::parse_with("slurm", no_count)).contains("SLURM_ARRAY_TASK_COUNT is not set"));
+    }
+
+    #[test]
+    fn threads_follow_the_cores_given_to_the_process() {
+        assert_eq!(Parallelism::choose_for("auto", 8, 4).unwrap(), Parallelism { jobs: 4, threads_per_job: 1 });
+        assert_eq!(Parallelism::choose_for("auto", 2, 8).unwrap(), Parallelism { jobs: 1, threads_per_job: 8 });
+        assert_eq!(Parallelism::choose_for("2", 2, 8).unwrap(), Parallelism { jobs: 2, threads_per_job: 4 });
+        assert!(err(Parallelism::choose_for("0", 2, 8)).contains("--jobs must be"));
+    }
 }

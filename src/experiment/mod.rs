@@ -86,7 +86,8 @@ pub struct Reproduced {
     /// The runs this process was given, and what became of each.
     pub outcomes: Vec<(RunId, grid::Outcome)>,
     /// The report over everything finished in the output folder; `None` for
-    /// a shard, which leaves the report to `morphgrad report`.
+    /// a shard, which leaves the report to `morphgrad report`, and while no
+    /// run is finished (all claimed by other processes).
     pub report: Option<report::Summary>,
 }
 
@@ -112,9 +113,10 @@ pub fn reproduce<P: Protocol>(
     let outcomes = grid::train_runs(&out_dir, &mine, par, wait_for_claimed, |id, dir, bar| {
         train(id.head.parse()?, id.seed, dir, bar)
     })?;
+    let finished = out_dir.run_dirs()?.iter().any(|(_, dir)| dir.path.join("result.json").exists());
     let report = match shard {
-        Some(_) => None,
-        None => Some(report::report(&[out.to_path_buf()], out, false)?),
+        None if finished => Some(report::report(&[out.to_path_buf()], out, false)?),
+        _ => None,
     };
     Ok(Reproduced { outcomes: mine.into_iter().zip(outcomes).collect(), report })
 }

@@ -115,7 +115,8 @@ fn write_once(path: &Path, text: &str) -> Result<bool> {
     if path.exists() {
         return Ok(false);
     }
-    let tmp = path.with_file_name(format!(".{}.new-{}", path.file_name().unwrap().to_string_lossy(), std::process::id()));
+    let tmp =
+        path.with_file_name(format!(".{}.new-{}", path.file_name().unwrap().to_string_lossy(), std::process::id()));
     write_text_atomic(&tmp, text)?;
     let linked = std::fs::hard_link(&tmp, path);
     let _ = std::fs::remove_file(&tmp);

@@ -40,7 +40,11 @@ pub fn report(dirs: &[PathBuf], out: &Path, require_complete: bool) -> Result<Su
     for dir in &dirs[1..] {
         let (e, p) = read_protocol(dir)?;
         if e != experiment {
-            bail!("{} holds a `{experiment}` reproduction but {} a `{e}` one: report them separately", first.display(), dir.display());
+            bail!(
+                "{} holds a `{experiment}` reproduction but {} a `{e}` one: report them separately",
+                first.display(),
+                dir.display()
+            );
         }
         let diff = differences(&protocol, &p);
         if !diff.is_empty() {
@@ -62,7 +66,11 @@ pub fn report(dirs: &[PathBuf], out: &Path, require_complete: bool) -> Result<Su
 
 fn report_as<P: Protocol>(protocol: Value, dirs: &[PathBuf], out: &Path, require_complete: bool) -> Result<Summary> {
     let protocol: P = serde_json::from_value(protocol).with_context(|| {
-        format!("{}/protocol.json does not describe a {} protocol of this morphgrad version", dirs[0].display(), P::EXPERIMENT)
+        format!(
+            "{}/protocol.json does not describe a {} protocol of this morphgrad version",
+            dirs[0].display(),
+            P::EXPERIMENT
+        )
     })?;
     let mut finished: BTreeMap<RunId, (P::Run, PathBuf)> = BTreeMap::new();
     let mut unfinished: BTreeMap<RunId, String> = BTreeMap::new();
@@ -74,10 +82,18 @@ fn report_as<P: Protocol>(protocol: Value, dirs: &[PathBuf], out: &Path, require
                 continue;
             };
             if run.id() != id {
-                bail!("{} holds the result of {} but lies in the folder of {id}: move it back", file.display(), run.id());
+                bail!(
+                    "{} holds the result of {} but lies in the folder of {id}: move it back",
+                    file.display(),
+                    run.id()
+                );
             }
             if let Some(why) = protocol.misfit(&run) {
-                bail!("{}: {why}, so it is not a run of the protocol in {}/protocol.json", file.display(), dir.display());
+                bail!(
+                    "{}: {why}, so it is not a run of the protocol in {}/protocol.json",
+                    file.display(),
+                    dir.display()
+                );
             }
             if let Some((earlier, at)) = finished.get(&id) {
                 if serde_json::to_value(earlier)? != serde_json::to_value(&run)? {

@@ -149,7 +149,8 @@ impl RunDir {
                 path.display()
             );
         }
-        let run = T::deserialize(run).with_context(|| format!("{} does not hold a run result; {redo}", path.display()))?;
+        let run =
+            T::deserialize(run).with_context(|| format!("{} does not hold a run result; {redo}", path.display()))?;
         Ok(Some(run))
     }
 
@@ -221,4 +222,3 @@ impl Claim {
         Ok(Claim { _file: file })
     }
 }
-
