@@ -441,7 +441,7 @@ fn dry_run<P: Plan>(
         grid.heads.len(),
         grid.seeds.len()
     );
-    let layouts = plan::layouts(p, head, runs, cores, 3)?;
+    let layouts = plan::layouts(p, head, runs, cores)?;
     let auto = Parallelism::choose_for("auto", runs, cores)?;
     for l in &layouts {
         println!(
@@ -457,17 +457,24 @@ fn dry_run<P: Plan>(
             if l.par == auto { " (what --jobs auto picks)" } else { "" }
         );
     }
-    let (one, all) = (layouts.last().expect("a layout"), &layouts[0]);
-    let f = plan::serial_fraction(one.hours_per_run, all.hours_per_run, cores);
+    // Amdahl's fit needs one run alone on one thread; the busy layout has every core taken.
+    let busy = layouts.last().expect("a layout");
+    let alone = match cores {
+        1 => busy.clone(),
+        _ => plan::measure(p, head, Parallelism { jobs: 1, threads_per_job: 1 }, runs)?,
+    };
+    let f = plan::serial_fraction(alone.hours_per_run, layouts[0].hours_per_run, cores);
     let machines = g.machines.unwrap_or(1);
     let per_machine = g.cores_per_machine.unwrap_or(cores);
     if machines == 0 || per_machine == 0 {
         bail!("--machines and --cores-per-machine must be at least 1");
     }
-    let c = plan::cluster(one.hours_per_run, f, runs, machines, per_machine);
+    let c = plan::cluster(alone.hours_per_run, busy.hours_per_run, f, runs, machines, per_machine);
     println!(
-        "{machines} machine(s) × {per_machine} cores (cores as fast as these; threads scale by Amdahl's law with the \
-         serial fraction {f:.2} measured here): {} thread(s) per run, {} runs at a time -> {} per run, {} for the grid",
+        "  one run alone on 1 thread: {} per run\n{machines} machine(s) × {per_machine} cores (cores as fast as these; \
+         threads scale by Amdahl's law, serial fraction {f:.2} fitted here): {} thread(s) per run, {} runs at a time \
+         -> {} per run, {} for the grid",
+        plan::fmt_hours(alone.hours_per_run),
         c.threads,
         c.concurrent,
         plan::fmt_hours(c.hours_per_run),

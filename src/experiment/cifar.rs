@@ -11,7 +11,7 @@ use rand::seq::SliceRandom;
 use rand::{RngExt, SeedableRng, rngs::Xoshiro256PlusPlus};
 use serde::{Deserialize, Serialize};
 
-use super::plan::{Plan, StepCost};
+use super::plan::{Plan, StepCost, seconds_per_call};
 use super::run_dir::{Meta, RunDir};
 use super::{Protocol, RunId, RunRecord};
 use crate::autograd::no_grad;
@@ -94,7 +94,7 @@ impl Protocol for CifarProtocol {
 impl Plan for CifarProtocol {
     /// Times training steps on random images, and the evaluation forward
     /// pass on a batch of 256 (as [`evaluate`] runs it).
-    fn time(&self, head: HeadKind, steps: usize) -> Result<StepCost> {
+    fn time(&self, head: HeadKind) -> Result<StepCost> {
         let config = CifarConfig {
             head,
             channels: self.channels,
@@ -111,22 +111,15 @@ impl Plan for CifarProtocol {
             Tensor::new(ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&[n, 3, 32, 32]), v).expect("sizes"))
         };
         let (x, labels) = (images(self.batch_size), (0..self.batch_size).map(|i| i % 10).collect::<Vec<_>>());
-        let mut step = || -> Result<()> {
+        let step = seconds_per_call(|| {
             let logits = model.forward(&x, &mut Ctx::train(1))?;
             let grads = ops::cross_entropy(&logits, &labels).backward();
             opt.step(&mut model, &grads);
             Ok(())
-        };
-        step()?;
-        let t0 = Instant::now();
-        for _ in 0..steps {
-            step()?;
-        }
-        let step = t0.elapsed().as_secs_f64() / steps.max(1) as f64;
+        })?;
         let batch = images(256);
-        let t1 = Instant::now();
-        no_grad(|| model.forward(&batch, &mut Ctx::eval()))?;
-        Ok(StepCost { step, eval_item: t1.elapsed().as_secs_f64() / 256.0 })
+        let eval = seconds_per_call(|| no_grad(|| model.forward(&batch, &mut Ctx::eval())).map(drop))?;
+        Ok(StepCost { step, eval_item: eval / 256.0 })
     }
 
     fn run_seconds(&self, c: &StepCost) -> f64 {
@@ -152,8 +145,8 @@ pub struct EpochLog {
     /// Training time of the epoch (validation excluded).
     pub seconds: f64,
     pub images_per_s: f64,
-    /// Threads of the pool that trained the epoch (results are bit-identical
-    /// for the same seed and thread count).
+    /// Threads of the pool that trained the epoch (the kernels make results
+    /// independent of it; the log makes that checkable).
     pub threads: usize,
 }
 

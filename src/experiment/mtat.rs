@@ -16,7 +16,7 @@ use rand::{SeedableRng, rngs::Xoshiro256PlusPlus};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::plan::{Plan, StepCost};
+use super::plan::{Plan, StepCost, seconds_per_call};
 use super::run_dir::{Meta, RunDir};
 use super::{Protocol, RunId, RunRecord};
 use crate::autograd::no_grad;
@@ -387,8 +387,8 @@ pub fn parse_epochs(s: &str) -> Result<Vec<usize>> {
 }
 
 impl Plan for MtatProtocol {
-    fn time(&self, head: HeadKind, steps: usize) -> Result<StepCost> {
-        time_step_and_eval(self, head, steps)
+    fn time(&self, head: HeadKind) -> Result<StepCost> {
+        time_step_and_eval(self, head)
     }
 
     fn run_seconds(&self, c: &StepCost) -> f64 {
@@ -399,7 +399,7 @@ impl Plan for MtatProtocol {
 
 /// Seconds per training step and per evaluated clip (16 chunks) of one model,
 /// on the current thread pool.
-fn time_step_and_eval(p: &MtatProtocol, head: HeadKind, steps: usize) -> Result<StepCost> {
+fn time_step_and_eval(p: &MtatProtocol, head: HeadKind) -> Result<StepCost> {
     let mut model = ShortChunkCnn::new(p.model_config(head), 0);
     let mut opt = p.optimizer(0);
     let mut s = 0x1234_5678_9ABC_DEF1u64;
@@ -410,20 +410,13 @@ fn time_step_and_eval(p: &MtatProtocol, head: HeadKind, steps: usize) -> Result<
         (s % 2000) as f32 * 1e-4 - 0.1
     });
     let (wav, target) = (Tensor::new(wav), Tensor::new(ArrayD::from_elem(IxDyn(&[p.batch_size, p.n_tags]), 0.1)));
-    let mut step = || -> Result<()> {
+    let step = seconds_per_call(|| {
         let out = model.forward(&wav, &mut Ctx::train(1))?;
         let grads = ops::binary_cross_entropy(&out, &target).backward();
         opt.step(&mut model, &grads);
         Ok(())
-    };
-    step()?;
-    let t0 = Instant::now();
-    for _ in 0..steps {
-        step()?;
-    }
-    let seconds_per_step = t0.elapsed().as_secs_f64() / steps as f64;
+    })?;
     let clip = Tensor::new(ArrayD::from_elem(IxDyn(&[EVAL_CHUNKS, CHUNK]), 0.01));
-    let t1 = Instant::now();
-    no_grad(|| model.forward(&clip, &mut Ctx::eval()))?;
-    Ok(StepCost { step: seconds_per_step, eval_item: t1.elapsed().as_secs_f64() })
+    let eval_item = seconds_per_call(|| no_grad(|| model.forward(&clip, &mut Ctx::eval())).map(drop))?;
+    Ok(StepCost { step, eval_item })
 }

@@ -4,8 +4,8 @@
 //! the Slurm commands that would run it.
 //!
 //! The cluster projection assumes cores as fast as these, and threads that
-//! scale by Amdahl's law with the serial fraction fitted to the one-thread
-//! and all-core run times measured here.
+//! scale by Amdahl's law with the serial fraction fitted to the times of one
+//! run measured here alone on one thread and on every core.
 
 use anyhow::Result;
 use indicatif::ProgressBar;
@@ -24,9 +24,10 @@ pub struct StepCost {
 
 /// What planning needs of a protocol.
 pub trait Plan: Protocol {
-    /// Time `steps` training steps and the evaluation of one item of a
-    /// `head` model at this protocol's sizes, on the current thread pool.
-    fn time(&self, head: HeadKind, steps: usize) -> Result<StepCost>;
+    /// Time training steps and the evaluation of one item of a `head` model
+    /// at this protocol's sizes, on the current thread pool (with
+    /// [`seconds_per_call`]).
+    fn time(&self, head: HeadKind) -> Result<StepCost>;
     /// Seconds one run takes at `cost`: every epoch's training and
     /// validation, then the test.
     fn run_seconds(&self, cost: &StepCost) -> f64;
@@ -43,30 +44,51 @@ pub struct Layout {
 }
 
 /// Measure every layout of `cores` cores — `jobs` = 1, 2, 4, … and `cores`,
-/// each with `cores / jobs` threads — by timing `jobs` copies side by side,
-/// so that contention for memory bandwidth is in the numbers.
-pub fn layouts<P: Plan>(p: &P, head: HeadKind, runs: usize, cores: usize, steps: usize) -> Result<Vec<Layout>> {
+/// each with `cores / jobs` threads.
+pub fn layouts<P: Plan>(p: &P, head: HeadKind, runs: usize, cores: usize) -> Result<Vec<Layout>> {
     let mut counts: Vec<usize> = std::iter::successors(Some(1), |j| Some(j * 2)).take_while(|&j| j < cores).collect();
     counts.push(cores);
     counts
         .into_iter()
-        .map(|jobs| {
-            let par = Parallelism { jobs, threads_per_job: (cores / jobs).max(1) };
-            let copies: Vec<usize> = (0..jobs).collect();
-            let hidden = |_: &usize| String::new();
-            let timings = run_grid(&copies, par, hidden, |_, bar: &ProgressBar| {
-                bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-                p.time(head, steps)
-            })?;
-            let n = timings.len() as f64;
-            let cost = StepCost {
-                step: timings.iter().map(|t| t.step).sum::<f64>() / n,
-                eval_item: timings.iter().map(|t| t.eval_item).sum::<f64>() / n,
-            };
-            let hours_per_run = p.run_seconds(&cost) / 3600.0;
-            Ok(Layout { par, cost, hours_per_run, hours_total: hours_per_run * runs.div_ceil(jobs) as f64 })
-        })
+        .map(|jobs| measure(p, head, Parallelism { jobs, threads_per_job: (cores / jobs).max(1) }, runs))
         .collect()
+}
+
+/// Time `par.jobs` copies of a run side by side, each on its own pool of
+/// `par.threads_per_job` threads, so that contention for memory bandwidth
+/// is in the numbers; project `runs` runs at that layout.
+pub fn measure<P: Plan>(p: &P, head: HeadKind, par: Parallelism, runs: usize) -> Result<Layout> {
+    let copies: Vec<usize> = (0..par.jobs).collect();
+    let timings = run_grid(
+        &copies,
+        par,
+        |_| String::new(),
+        |_, bar: &ProgressBar| {
+            bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+            p.time(head)
+        },
+    )?;
+    let n = timings.len() as f64;
+    let cost = StepCost {
+        step: timings.iter().map(|t| t.step).sum::<f64>() / n,
+        eval_item: timings.iter().map(|t| t.eval_item).sum::<f64>() / n,
+    };
+    let hours_per_run = p.run_seconds(&cost) / 3600.0;
+    Ok(Layout { par, cost, hours_per_run, hours_total: hours_per_run * runs.div_ceil(par.jobs) as f64 })
+}
+
+/// Seconds per call of `f`: one warm-up call, then calls until 4 s have
+/// passed (at least 2, at most 20), so that slow models are timed over
+/// enough calls to average out a noisy machine and fast ones quickly.
+pub fn seconds_per_call(mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+    f()?;
+    let t0 = std::time::Instant::now();
+    let mut calls = 0u32;
+    while calls < 2 || (calls < 20 && t0.elapsed().as_secs_f64() < 4.0) {
+        f()?;
+        calls += 1;
+    }
+    Ok(t0.elapsed().as_secs_f64() / calls as f64)
 }
 
 /// A grid spread over `machines` machines of `cores` cores each.
@@ -93,16 +115,17 @@ pub fn serial_fraction(t1: f64, tn: f64, n: usize) -> f64 {
     ((tn / t1 * n - 1.0) / (n - 1.0)).clamp(0.0, 1.0)
 }
 
-/// Project `runs` runs of `hours_1` hours each on one thread (measured with
-/// every core of this machine busy) onto `machines` × `cores`. Runs get one
-/// thread each while there are at least as many runs as cores; otherwise
-/// the most threads that still let every run start at once.
-pub fn cluster(hours_1: f64, f: f64, runs: usize, machines: usize, cores: usize) -> ClusterPlan {
+/// Project `runs` runs onto `machines` × `cores`. Runs get one thread each
+/// while there are at least as many runs as cores, and then take
+/// `busy_1` hours (one thread, every core of the machine busy, as measured
+/// here); otherwise they get the most threads that still let every run start
+/// at once, and take `alone_1 · (f + (1 - f) / threads)` hours.
+pub fn cluster(alone_1: f64, busy_1: f64, f: f64, runs: usize, machines: usize, cores: usize) -> ClusterPlan {
     let slots = machines * cores;
     let fits = |t: usize| machines * (cores / t) >= runs;
     let threads = if runs >= slots { 1 } else { (1..=cores).rev().find(|&t| fits(t)).unwrap_or(1) };
     let concurrent = machines * (cores / threads);
-    let hours_per_run = hours_1 * (f + (1.0 - f) / threads as f64);
+    let hours_per_run = if threads == 1 { busy_1 } else { alone_1 * (f + (1.0 - f) / threads as f64) };
     ClusterPlan {
         machines,
         cores,
@@ -149,28 +172,30 @@ mod tests {
 
     #[test]
     fn a_grid_larger_than_the_cluster_runs_single_threaded_in_waves() {
-        let p = cluster(2.0, 0.1, 100, 10, 4);
+        let p = cluster(1.5, 2.0, 0.1, 100, 10, 4);
         assert_eq!((p.threads, p.concurrent), (1, 40));
-        assert_eq!(p.hours_total, 2.0 * 3.0);
+        assert_eq!(p.hours_total, 2.0 * 3.0, "one-thread runs on busy machines take the contended time");
     }
 
     #[test]
     fn a_small_grid_gives_each_run_the_threads_that_still_start_it_at_once() {
         // 20 runs on 10 × 32 cores: 16 threads each, 2 per machine.
-        let p = cluster(8.0, 0.0, 20, 10, 32);
+        let p = cluster(8.0, 9.0, 0.0, 20, 10, 32);
         assert_eq!((p.threads, p.concurrent), (16, 20));
         assert_eq!(p.hours_total, 0.5);
+        let amdahl = cluster(8.0, 9.0, 0.5, 20, 10, 32);
+        assert_eq!(amdahl.hours_per_run, 8.0 * (0.5 + 0.5 / 16.0));
         // 3 runs on 2 × 4 cores: 2 machines hold at most 2 runs of 3-4 threads, so 2 threads.
-        assert_eq!(cluster(1.0, 0.0, 3, 2, 4).threads, 2);
+        assert_eq!(cluster(1.0, 1.0, 0.0, 3, 2, 4).threads, 2);
     }
 
     #[test]
     fn sbatch_lines_ask_for_one_task_per_run_and_a_report_after_them() {
-        let p = cluster(1.9, 0.0, 20, 10, 32);
+        let p = cluster(1.9, 2.0, 0.0, 20, 10, 32);
         let s = sbatch_lines("cifar", 20, &p, "OUT=runs/c128");
         assert!(s.contains("--array=0-19 --cpus-per-task=16 --time=0:15:00 docs/cluster/cifar.sbatch"), "{s}");
         assert!(s.contains("--dependency=afterok:$jid --export=ALL,STEP=report"), "{s}");
-        let long = cluster(10.0, 0.0, 20, 1, 2);
+        let long = cluster(8.0, 10.0, 0.0, 20, 1, 2);
         assert!(sbatch_lines("mtat", 20, &long, "").contains("--time=12:30:00"));
     }
 }
