@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use morphgrad::nn::StateValue;
 use morphgrad::nn::checkpoint::{load_npz, save_npz};
-use serde_json::Value;
 
 #[test]
 fn reproduce_cifar_on_a_slice_of_the_real_jpeg_archive() {
@@ -103,21 +102,6 @@ fn reproduce_cifar_on_a_slice_of_the_real_jpeg_archive() {
     // The decoded archive is cached next to the output.
     assert!(std::fs::read_dir(out.join("cache")).unwrap().count() >= 4);
     std::fs::remove_dir_all(out).ok();
-}
-
-/// Every number of two results.json files except wall-clock timings.
-fn strip_timings(mut v: Value) -> Value {
-    v.as_object_mut().unwrap().remove("train_seconds");
-    for (_, h) in v["heads"].as_object_mut().unwrap().iter_mut() {
-        for run in h["epochs"].as_array_mut().unwrap() {
-            for e in run.as_array_mut().unwrap() {
-                let e = e.as_object_mut().unwrap();
-                e.remove("seconds");
-                e.remove("images_per_s");
-            }
-        }
-    }
-    v
 }
 
 #[test]

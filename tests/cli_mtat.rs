@@ -8,10 +8,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{bin, results, run_ok, tmp};
+use common::{bin, results, run_ok, strip_timings, tmp};
 use morphgrad::data::mtat::parse_split;
 use morphgrad::io::read_npy_strings;
-use serde_json::Value;
 
 #[test]
 fn the_real_mtat_split_files_parse() {
@@ -84,20 +83,6 @@ fn synthetic_training_learns_well_above_chance_and_reports_everything() {
     }
     assert!(std::fs::read_to_string(out.join("table.md")).unwrap().contains("After pruning"));
     std::fs::remove_dir_all(out).ok();
-}
-
-fn strip_timings(mut v: Value) -> Value {
-    v.as_object_mut().unwrap().remove("train_seconds");
-    for (_, h) in v["heads"].as_object_mut().unwrap().iter_mut() {
-        for run in h["epochs"].as_array_mut().unwrap() {
-            for e in run.as_array_mut().unwrap() {
-                let e = e.as_object_mut().unwrap();
-                e.remove("seconds");
-                e.remove("clips_per_s");
-            }
-        }
-    }
-    v
 }
 
 #[test]

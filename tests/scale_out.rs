@@ -10,85 +10,34 @@ use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{bin, results, run_ok, tmp};
-use serde_json::Value;
+use common::{bin, results, run_ok, strip_timings, tmp};
 
-/// A tiny CIFAR grid on synthetic images: relu and sparse-morph × `seeds`.
+/// `morphgrad reproduce cifar` on synthetic images, one thread per run,
+/// with the settings that make the grid (`--channels`, `--seeds`, ...).
+fn cifar(out: &Path, settings: &[&str]) -> std::process::Command {
+    let mut cmd = bin();
+    cmd.env("RAYON_NUM_THREADS", "1").args(["reproduce", "cifar", "--ratios", "0.8", "--jobs", "1"]);
+    cmd.args(settings).arg("--out").arg(out);
+    cmd
+}
+
+/// A tiny grid: relu and sparse-morph × `seeds`, C = 4.
 fn grid(out: &Path, seeds: &str, epochs: &str, extra: &[&str]) -> std::process::Command {
     grid_of_width(out, "4", seeds, epochs, extra)
 }
 
 fn grid_of_width(out: &Path, channels: &str, seeds: &str, epochs: &str, extra: &[&str]) -> std::process::Command {
-    let mut cmd = bin();
-    cmd.env("RAYON_NUM_THREADS", "1").args([
-        "reproduce",
-        "cifar",
-        "--synthetic-train",
-        "600",
-        "--synthetic-test",
-        "100",
-        "--channels",
-        channels,
-        "--hidden",
-        "16",
-        "--epochs",
-        epochs,
-        "--heads",
-        "relu,sparse-morph",
-        "--seeds",
-        seeds,
-        "--ratios",
-        "0.8",
-        "--jobs",
-        "1",
-        "--out",
-    ]);
-    cmd.arg(out).args(extra);
+    let mut cmd = cifar(out, &["--synthetic-train", "600", "--synthetic-test", "100", "--hidden", "16"]);
+    cmd.args(["--channels", channels, "--epochs", epochs, "--heads", "relu,sparse-morph", "--seeds", seeds]);
+    cmd.args(extra);
     cmd
 }
 
 /// A grid of one run long enough to be caught mid-training.
 fn long_run(out: &Path, extra: &[&str]) -> std::process::Command {
-    let mut cmd = bin();
-    cmd.env("RAYON_NUM_THREADS", "1").args([
-        "reproduce",
-        "cifar",
-        "--synthetic-train",
-        "1500",
-        "--synthetic-test",
-        "200",
-        "--channels",
-        "8",
-        "--hidden",
-        "64",
-        "--epochs",
-        "6",
-        "--heads",
-        "sparse-morph",
-        "--seeds",
-        "1",
-        "--ratios",
-        "0.8",
-        "--jobs",
-        "1",
-        "--out",
-    ]);
-    cmd.arg(out).args(extra);
+    let mut cmd = cifar(out, &["--synthetic-train", "1500", "--synthetic-test", "200", "--channels", "8"]);
+    cmd.args(["--hidden", "64", "--epochs", "6", "--heads", "sparse-morph", "--seeds", "1"]).args(extra);
     cmd
-}
-
-/// `results.json` without the fields that measure time.
-fn strip_timings(mut v: Value) -> Value {
-    v.as_object_mut().unwrap().remove("train_seconds");
-    for (_, h) in v["heads"].as_object_mut().unwrap().iter_mut() {
-        for run in h["epochs"].as_array_mut().unwrap() {
-            for e in run.as_array_mut().unwrap() {
-                e.as_object_mut().unwrap().remove("seconds");
-                e.as_object_mut().unwrap().remove("images_per_s");
-            }
-        }
-    }
-    v
 }
 
 fn wait_until(what: &str, limit: Duration, done: impl Fn() -> bool) {

@@ -16,8 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{bin, results, run_ok, tmp};
-use serde_json::Value;
+use common::{bin, results, run_ok, strip_timings, tmp};
 
 const PACKAGES: [&str; 4] = ["slurmctld", "slurmd", "slurm-client", "munge"];
 const PROGRAMS: [&str; 7] = ["slurmctld", "slurmd", "sbatch", "squeue", "sinfo", "munged", "mungekey"];
@@ -191,19 +190,6 @@ fn config(dir: &Path, munge_socket: &Path) -> String {
 const GRID: &str = "--synthetic-train 600 --synthetic-test 100 --channels 4 --hidden 16 --epochs 2 \
                     --heads relu,sparse-morph --seeds 2 --ratios 0.8,0.9";
 
-fn without_timings(mut v: Value) -> Value {
-    v.as_object_mut().unwrap().remove("train_seconds");
-    for (_, h) in v["heads"].as_object_mut().unwrap().iter_mut() {
-        for run in h["epochs"].as_array_mut().unwrap() {
-            for e in run.as_array_mut().unwrap() {
-                e.as_object_mut().unwrap().remove("seconds");
-                e.as_object_mut().unwrap().remove("images_per_s");
-            }
-        }
-    }
-    v
-}
-
 #[test]
 fn the_sbatch_file_runs_a_sharded_grid_and_its_report_on_a_real_slurm() {
     if let Err(why) = ensure_slurm() {
@@ -256,7 +242,7 @@ fn the_sbatch_file_runs_a_sharded_grid_and_its_report_on_a_real_slurm() {
     let mut cmd = bin();
     cmd.env("RAYON_NUM_THREADS", "1").args(["reproduce", "cifar"]).args(GRID.split_whitespace());
     run_ok(cmd.args(["--jobs", "2", "--out"]).arg(&single));
-    assert_eq!(without_timings(sharded), without_timings(results(&single)));
+    assert_eq!(strip_timings(sharded), strip_timings(results(&single)));
     assert_eq!(
         std::fs::read_to_string(out.join("table.md")).unwrap(),
         std::fs::read_to_string(single.join("table.md")).unwrap()

@@ -48,6 +48,20 @@ pub trait Protocol: Serialize + DeserializeOwned + Clone + PartialEq + Sync {
     fn write_report(&self, runs: &[Self::Run], missing: &[RunId], dir: &Path) -> Result<String>;
 }
 
+/// Why a run with `epochs` logged epochs and `points` pruning points does
+/// not fit a protocol of `want_epochs` epochs and `ratios` pruning ratios
+/// (the Zhang head is not pruned), or `None`.
+pub fn grid_misfit(run_head: &str, epochs: usize, points: usize, want_epochs: usize, ratios: usize) -> Option<String> {
+    let want_points = if run_head == crate::models::HeadKind::Zhang.id() { 0 } else { ratios * ratios };
+    if epochs != want_epochs {
+        Some(format!("it logs {epochs} epochs where the protocol has {want_epochs}"))
+    } else if points != want_points {
+        Some(format!("it has {points} pruning points where the protocol's ratios give {want_points}"))
+    } else {
+        None
+    }
+}
+
 /// The parts of a finished run that the grid machinery reads.
 pub trait RunRecord: Serialize + DeserializeOwned + Send + Clone {
     fn id(&self) -> RunId;

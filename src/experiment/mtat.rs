@@ -165,14 +165,7 @@ impl Protocol for MtatProtocol {
     type Run = MtatRun;
 
     fn misfit(&self, run: &MtatRun) -> Option<String> {
-        let points = if run.head == HeadKind::Zhang.id() { 0 } else { self.ratios.len().pow(2) };
-        if run.epochs.len() != self.total_epochs() {
-            Some(format!("it logs {} epochs where the protocol has {}", run.epochs.len(), self.total_epochs()))
-        } else if run.pruned.len() != points {
-            Some(format!("it has {} pruning points where the protocol's ratios give {points}", run.pruned.len()))
-        } else {
-            None
-        }
+        super::grid_misfit(&run.head, run.epochs.len(), run.pruned.len(), self.total_epochs(), self.ratios.len())
     }
 
     fn write_report(&self, runs: &[MtatRun], missing: &[RunId], dir: &std::path::Path) -> Result<String> {

@@ -93,3 +93,20 @@ pub fn run_ok(cmd: &mut std::process::Command) -> String {
 pub fn results(dir: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(dir.join("results.json")).unwrap()).unwrap()
 }
+
+/// A `results.json` without the fields that measure time (the training
+/// time, and each epoch's seconds and throughput): what two runs of the same
+/// grid must agree on.
+pub fn strip_timings(mut v: serde_json::Value) -> serde_json::Value {
+    v.as_object_mut().unwrap().remove("train_seconds");
+    for (_, h) in v["heads"].as_object_mut().unwrap().iter_mut() {
+        for run in h["epochs"].as_array_mut().unwrap() {
+            for e in run.as_array_mut().unwrap() {
+                for k in ["seconds", "images_per_s", "clips_per_s"] {
+                    e.as_object_mut().unwrap().remove(k);
+                }
+            }
+        }
+    }
+    v
+}
