@@ -91,14 +91,25 @@ fn reproduce_cifar_on_a_slice_of_the_real_jpeg_archive() {
         "table.tex",
         "val_acc.svg",
         "val_acc.png",
-        "acc_vs_params.svg",
-        "acc_vs_params.png",
+        "acc_vs_r1.svg",
+        "acc_vs_r1.png",
+        "acc_vs_r1.csv",
+        "welch.csv",
         "weight_hist.svg",
         "weight_hist.png",
     ] {
         let len = std::fs::metadata(out.join(f)).unwrap_or_else(|_| panic!("{f} missing")).len();
         assert!(len > 200, "{f} is nearly empty");
     }
+    // Sparse-Morph against ReLU, cell by cell, with Welch's test over the two seeds.
+    let table = std::fs::read_to_string(out.join("table.md")).unwrap();
+    assert!(table.contains("Sparse-Morph minus each other head") && table.contains("| r2 | r1 | vs ReLU |"), "{table}");
+    let welch = std::fs::read_to_string(out.join("welch.csv")).unwrap();
+    assert_eq!(welch.lines().count(), 1 + 1 + 4, "header, unpruned, 2 × 2 grid: {welch}");
+    // The figure's numbers: one row per head and grid point, over both seeds.
+    let fig = std::fs::read_to_string(out.join("acc_vs_r1.csv")).unwrap();
+    assert_eq!(fig.lines().count(), 1 + 2 * 4, "{fig}");
+    assert!(fig.lines().skip(1).all(|l| l.split(',').nth(4) == Some("2")), "{fig}");
     // The decoded archive is cached next to the output.
     assert!(std::fs::read_dir(out.join("cache")).unwrap().count() >= 4);
     std::fs::remove_dir_all(out).ok();

@@ -71,7 +71,7 @@ fn shards_running_at_once_plus_report_equal_one_process() {
     let text = run_ok(bin().arg("report").arg(&sharded));
     assert!(text.contains("4 runs finished") && text.contains("ReLU (n=2)"), "{text}");
     assert_eq!(strip_timings(results(&sharded)), strip_timings(results(&single)));
-    for f in ["results.csv", "table.md", "table.tex", "val_acc.png", "acc_vs_params.svg", "weight_hist.png"] {
+    for f in ["results.csv", "table.md", "table.tex", "val_acc.png", "acc_vs_r1.svg", "welch.csv", "weight_hist.png"] {
         assert!(sharded.join(f).exists(), "report must write {f} as reproduce does");
     }
     assert_eq!(

@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use super::RunId;
 use super::cifar::{CifarProtocol, CifarRun, EpochLog, Histogram};
-use super::plots::{Chart, Series, draw};
-use super::stats::{fmt_mean_std, mean_std};
+use super::plots::{Chart, Series, draw, draw_panels};
+use super::stats::{Welch, fmt_mean_std, mean_std, welch};
 use crate::io::write_text_atomic;
 use crate::models::HeadKind;
 
@@ -36,6 +36,28 @@ pub struct HeadResults {
     pub epochs: Vec<Vec<EpochLog>>,
     pub pruned: Vec<PrunedPoint>,
     pub first_layer_abs_weights: Vec<Histogram>,
+}
+
+/// One head against another in one cell of the table (`r2`, `r1` = `None`: unpruned).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Comparison {
+    pub head: String,
+    pub other: String,
+    pub r2: Option<f64>,
+    pub r1: Option<f64>,
+    /// `None` when the test is undefined (fewer than two seeds, or no spread).
+    pub welch: Option<Welch>,
+}
+
+/// A p value to two significant digits (`< 0.0001` below that).
+fn fmt_p(p: f64) -> String {
+    if p < 1e-4 {
+        "< 0.0001".into()
+    } else if p < 0.01 {
+        format!("{p:.4}")
+    } else {
+        format!("{p:.2}")
+    }
 }
 
 /// The whole reproduction (`results.json`).
@@ -135,6 +157,72 @@ impl CifarResults {
             let list: Vec<String> = self.missing.iter().map(|m| m.to_string()).collect();
             let _ = writeln!(s, "\nNot finished yet, so not in this table: {}.", list.join(", "));
         }
+        s.push_str(&self.comparison_md());
+        s
+    }
+
+    /// Sparse-Morph against every other head, cell by cell: the difference
+    /// of mean test accuracy and Welch's t-test over seeds (empty without a
+    /// Sparse-Morph head and another one).
+    pub fn comparisons(&self) -> Vec<Comparison> {
+        let heads = self.ordered();
+        let Some((sparse, s)) = heads.iter().find(|(k, _)| matches!(k, HeadKind::SparseMorph { .. })) else {
+            return vec![];
+        };
+        let mut out = Vec::new();
+        for (other, o) in heads.iter().filter(|(k, _)| k != sparse) {
+            let mut cell = |r2: Option<f64>, r1: Option<f64>, a: &[f64], b: &[f64]| {
+                out.push(Comparison { head: sparse.id(), other: other.id(), r2, r1, welch: welch(a, b) });
+            };
+            cell(None, None, &s.unpruned_test_acc, &o.unpruned_test_acc);
+            for p in &s.pruned {
+                if let Some(q) = o.pruned.iter().find(|q| q.r1 == p.r1 && q.r2 == p.r2) {
+                    cell(Some(p.r2), Some(p.r1), &p.test_acc, &q.test_acc);
+                }
+            }
+        }
+        out
+    }
+
+    /// [`comparisons`](Self::comparisons) as a Markdown table.
+    fn comparison_md(&self) -> String {
+        let rows = self.comparisons();
+        let Some(first) = rows.first() else { return String::new() };
+        let others: Vec<String> = rows.iter().map(|c| c.other.clone()).fold(vec![], |mut v, o| {
+            if !v.contains(&o) {
+                v.push(o);
+            }
+            v
+        });
+        let label = |id: &str| id.parse::<HeadKind>().map_or(id.to_string(), |k| k.label());
+        let mut s = format!(
+            "\n{} minus each other head: difference of mean test accuracy (points) and Welch's two-sided p over \
+             seeds (sample variances; `–`: fewer than two seeds or no spread on either side).\n\n| r2 | r1 | {} |\n|---|---|{}\n",
+            label(&first.head),
+            others.iter().map(|o| format!("vs {}", label(o))).collect::<Vec<_>>().join(" | "),
+            "---|".repeat(others.len())
+        );
+        let mut cells: Vec<(Option<f64>, Option<f64>)> = rows.iter().map(|c| (c.r2, c.r1)).collect();
+        cells.dedup();
+        cells.sort_by(|a, b| {
+            a.0.unwrap_or(-1.0)
+                .total_cmp(&b.0.unwrap_or(-1.0))
+                .then(a.1.unwrap_or(-1.0).total_cmp(&b.1.unwrap_or(-1.0)))
+        });
+        cells.dedup();
+        for (r2, r1) in cells {
+            let text: Vec<String> = others
+                .iter()
+                .map(|o| {
+                    rows.iter()
+                        .find(|c| &c.other == o && c.r2 == r2 && c.r1 == r1)
+                        .and_then(|c| c.welch)
+                        .map_or("–".into(), |w| format!("{:+.2} (p = {})", w.diff, fmt_p(w.p)))
+                })
+                .collect();
+            let show = |r: Option<f64>| r.map_or("–".to_string(), |r| r.to_string());
+            let _ = writeln!(s, "| {} | {} | {} |", show(r2), show(r1), text.join(" | "));
+        }
         s
     }
 
@@ -216,6 +304,13 @@ impl CifarResults {
     pub fn write(&self, dir: &Path) -> Result<()> {
         write_text_atomic(&dir.join("results.json"), &serde_json::to_string_pretty(self)?)?;
         write_text_atomic(&dir.join("results.csv"), &self.csv())?;
+        let mut welch_csv = String::from("head,other,r2,r1,diff,t,df,p\n");
+        for c in self.comparisons() {
+            let show = |r: Option<f64>| r.map_or(String::new(), |r| r.to_string());
+            let w = c.welch.map_or(",,,".to_string(), |w| format!("{:.4},{:.4},{:.3},{:.6}", w.diff, w.t, w.df, w.p));
+            let _ = writeln!(welch_csv, "{},{},{},{},{w}", c.head, c.other, show(c.r2), show(c.r1));
+        }
+        write_text_atomic(&dir.join("welch.csv"), &welch_csv)?;
         write_text_atomic(&dir.join("table.md"), &self.table_md())?;
         write_text_atomic(&dir.join("table.tex"), &self.table_tex())?;
         self.plots(dir)
@@ -238,47 +333,15 @@ impl CifarResults {
                     points: stats.iter().map(|&(x, m, _)| (x, m)).collect(),
                     band: stats.iter().map(|&(x, m, s)| (x, m - s, m + s)).collect(),
                     line: true,
+                    ..Series::default()
                 }
             })
             .collect();
         let title = "Validation accuracy per epoch (mean ± std over seeds)";
-        draw(
-            &Chart { title, x_label: "epoch", y_label: "validation accuracy (%)", log_x: false, series: val_acc },
-            &dir.join("val_acc"),
-        )?;
-
-        let pruning: Vec<Series> = heads
-            .iter()
-            .filter(|(_, h)| !h.pruned.is_empty())
-            .map(|(k, h)| {
-                let mut pts: Vec<(f64, f64, f64)> = h
-                    .pruned
-                    .iter()
-                    .map(|p| {
-                        let (m, s) = mean_std(&p.test_acc);
-                        (p.params as f64, m, s)
-                    })
-                    .collect();
-                pts.sort_by(|a, b| a.0.total_cmp(&b.0));
-                Series {
-                    name: k.label(),
-                    points: pts.iter().map(|&(x, m, _)| (x, m)).collect(),
-                    band: vec![],
-                    line: false,
-                }
-            })
-            .collect();
-        let title = "Test accuracy after pruning (mean over seeds) vs remaining head parameters";
-        draw(
-            &Chart {
-                title,
-                x_label: "remaining head parameters",
-                y_label: "test accuracy (%)",
-                log_x: true,
-                series: pruning,
-            },
-            &dir.join("acc_vs_params"),
-        )?;
+        let chart =
+            Chart { title, x_label: "epoch", y_label: "validation accuracy (%)", series: val_acc, ..Chart::default() };
+        draw(&chart, &dir.join("val_acc"))?;
+        self.pruning_figure(dir)?;
 
         let hist: Vec<Series> = heads
             .iter()
@@ -292,13 +355,75 @@ impl CifarResults {
                     .enumerate()
                     .map(|(i, &c)| ((i as f64 + 0.5) * width, 100.0 * c as f64 / total))
                     .collect();
-                Some(Series { name: k.label(), points, band: vec![], line: true })
+                Some(Series { name: k.label(), points, line: true, ..Series::default() })
             })
             .collect();
         let title = "|w| of the first head layer (first seed): induced sparsity";
-        draw(
-            &Chart { title, x_label: "|w|", y_label: "share of weights (%)", log_x: false, series: hist },
-            &dir.join("weight_hist"),
-        )
+        let chart = Chart { title, x_label: "|w|", y_label: "share of weights (%)", series: hist, ..Chart::default() };
+        draw(&chart, &dir.join("weight_hist"))
+    }
+
+    /// The paper's pruning table as a figure: one panel per r2, test accuracy
+    /// against r1, a line per head with mean ± std error bars; the numbers
+    /// behind it in `acc_vs_r1.csv`.
+    fn pruning_figure(&self, dir: &Path) -> Result<()> {
+        let heads: Vec<(HeadKind, &HeadResults)> =
+            self.ordered().into_iter().filter(|(_, h)| !h.pruned.is_empty()).collect();
+        let sorted = |mut v: Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v.dedup();
+            v
+        };
+        let points = || heads.iter().flat_map(|(_, h)| &h.pruned);
+        let (r2s, r1s) = (sorted(points().map(|p| p.r2).collect()), sorted(points().map(|p| p.r1).collect()));
+        if r1s.is_empty() {
+            return Ok(());
+        }
+        let mut csv = String::from("head,r2,r1,params,seeds,mean_test_acc,std_test_acc\n");
+        let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+        let titles: Vec<String> = r2s.iter().map(|r2| format!("last layer pruned: r2 = {r2}")).collect();
+        let mut panels: Vec<Chart> = Vec::new();
+        for (r2, title) in r2s.iter().zip(&titles) {
+            let mut series = Vec::new();
+            for (i, (kind, h)) in heads.iter().enumerate() {
+                // Heads side by side around each r1, so that their error bars do not overlap.
+                let dodge = (i as f64 - (heads.len() as f64 - 1.0) / 2.0) * 0.06;
+                let mut s = Series { name: kind.label(), line: true, bars: true, ..Series::default() };
+                for (x, p) in r1s
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(x, r1)| Some((x as f64, h.pruned.iter().find(|p| p.r2 == *r2 && p.r1 == *r1)?)))
+                {
+                    let (m, sd) = mean_std(&p.test_acc);
+                    let _ = writeln!(
+                        csv,
+                        "{},{},{},{},{},{m:.4},{sd:.4}",
+                        kind.id(),
+                        p.r2,
+                        p.r1,
+                        p.params,
+                        p.test_acc.len()
+                    );
+                    (lo, hi) = (lo.min(m - sd), hi.max(m + sd));
+                    s.points.push((x + dodge, m));
+                    s.band.push((x + dodge, m - sd, m + sd));
+                }
+                series.push(s);
+            }
+            panels.push(Chart {
+                title,
+                x_label: "r1: fraction of the first head layer pruned",
+                y_label: "test accuracy (%)",
+                series,
+                x_categories: r1s.iter().map(|r| r.to_string()).collect(),
+                ..Chart::default()
+            });
+        }
+        // One y range for every panel, so that panels compare at a glance.
+        let range = Some((((lo - 1.0) / 5.0).floor() * 5.0, ((hi + 1.0) / 5.0).ceil() * 5.0));
+        panels.iter_mut().for_each(|c| c.y_range = range);
+        write_text_atomic(&dir.join("acc_vs_r1.csv"), &csv)?;
+        let title = "Test accuracy after pruning, mean ± std over seeds (n per head in table.md)";
+        draw_panels(title, &panels, 2, &dir.join("acc_vs_r1"))
     }
 }

@@ -190,12 +190,20 @@ impl MtatResults {
                         points: stats.iter().map(|&(x, m, _)| (x, m)).collect(),
                         band: stats.iter().map(|&(x, m, b)| (x, m - b, m + b)).collect(),
                         line: true,
+                        ..Series::default()
                     }
                 })
                 .collect();
             let title = format!("{name} per epoch (mean over seeds, 90% band)");
             draw(
-                &Chart { title: &title, x_label: "epoch (log scale)", y_label: name, log_x: true, series },
+                &Chart {
+                    title: &title,
+                    x_label: "epoch (log scale)",
+                    y_label: name,
+                    log_x: true,
+                    series,
+                    ..Chart::default()
+                },
                 &dir.join(stem),
             )?;
         }

@@ -7,22 +7,31 @@ use anyhow::{Result, anyhow};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-/// One curve: `(x, y)` points and, optionally, a band `(x, low, high)`.
-/// Without `line` the points are drawn as markers only (a scatter).
+/// One curve: `(x, y)` points and, optionally, a band `(x, low, high)`,
+/// drawn as a shaded area or, with `bars`, as error bars. Without `line`
+/// the points are drawn as markers only (a scatter).
+#[derive(Clone, Debug, Default)]
 pub struct Series {
     pub name: String,
     pub points: Vec<(f64, f64)>,
     pub band: Vec<(f64, f64, f64)>,
     pub line: bool,
+    pub bars: bool,
 }
 
 /// A chart to draw.
+#[derive(Clone, Debug, Default)]
 pub struct Chart<'a> {
     pub title: &'a str,
     pub x_label: &'a str,
     pub y_label: &'a str,
     pub log_x: bool,
     pub series: Vec<Series>,
+    /// Names of evenly spaced x positions `0, 1, …` (a categorical axis);
+    /// empty for a numeric one.
+    pub x_categories: Vec<String>,
+    /// The y range (default: the data's, with a margin).
+    pub y_range: Option<(f64, f64)>,
 }
 
 const PALETTE: [RGBColor; 8] = [
@@ -46,12 +55,36 @@ fn register_font() {
 
 /// Write `<stem>.svg` and `<stem>.png`.
 pub fn draw(chart: &Chart<'_>, stem: &Path) -> Result<()> {
+    draw_panels("", std::slice::from_ref(chart), 1, stem)
+}
+
+/// Several charts in one figure, `cols` to a row, under a common `title`;
+/// written as `<stem>.svg` and `<stem>.png`.
+pub fn draw_panels(title: &str, charts: &[Chart<'_>], cols: usize, stem: &Path) -> Result<()> {
     register_font();
-    let svg = stem.with_extension("svg");
-    let png = stem.with_extension("png");
-    let size = (900, 560);
-    render(chart, &SVGBackend::new(&svg, size).into_drawing_area())?;
-    render(chart, &BitMapBackend::new(&png, size).into_drawing_area())?;
+    let rows = charts.len().div_ceil(cols.max(1)).max(1);
+    let size = if charts.len() == 1 { (900, 560) } else { (620 * cols as u32, 420 * rows as u32 + 40) };
+    let (svg, png) = (stem.with_extension("svg"), stem.with_extension("png"));
+    render_panels(title, charts, (rows, cols.max(1)), &SVGBackend::new(&svg, size).into_drawing_area())?;
+    render_panels(title, charts, (rows, cols.max(1)), &BitMapBackend::new(&png, size).into_drawing_area())
+}
+
+fn render_panels<DB: DrawingBackend>(
+    title: &str,
+    charts: &[Chart<'_>],
+    grid: (usize, usize),
+    area: &DrawingArea<DB, Shift>,
+) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    let err = |e: DrawingAreaErrorKind<DB::ErrorType>| anyhow!("plotting {title}: {e:?}");
+    area.fill(&WHITE).map_err(err)?;
+    let body = if title.is_empty() { area.clone() } else { area.titled(title, ("sans-serif", 24)).map_err(err)? };
+    for (chart, cell) in charts.iter().zip(body.split_evenly(grid)) {
+        render(chart, &cell)?;
+    }
+    area.present().map_err(err)?;
     Ok(())
 }
 
@@ -60,27 +93,46 @@ where
     DB::ErrorType: 'static,
 {
     let err = |e: DrawingAreaErrorKind<DB::ErrorType>| anyhow!("plotting {}: {e:?}", chart.title);
-    area.fill(&WHITE).map_err(err)?;
     let all_x = chart.series.iter().flat_map(|s| s.points.iter().map(|p| p.0));
     let all_y =
         chart.series.iter().flat_map(|s| s.points.iter().map(|p| p.1).chain(s.band.iter().flat_map(|b| [b.1, b.2])));
-    let (x0, x1) = bounds(all_x);
-    let (y0, y1) = bounds(all_y);
-    let pad = ((y1 - y0) * 0.05).max(1e-6);
+    let (x0, x1) = match chart.x_categories.len() {
+        0 => bounds(all_x),
+        n => (-0.5, n as f64 - 0.5),
+    };
+    let (y0, y1) = chart.y_range.unwrap_or_else(|| {
+        let (y0, y1) = bounds(all_y);
+        let pad = ((y1 - y0) * 0.05).max(1e-6);
+        (y0 - pad, y1 + pad)
+    });
     let mut builder = ChartBuilder::on(area);
     builder.caption(chart.title, ("sans-serif", 22)).margin(12).x_label_area_size(45).y_label_area_size(60);
+    let x_label = |v: f64| match chart.x_categories.len() {
+        0 => tick(v),
+        n if (v - v.round()).abs() < 1e-6 && (0.0..n as f64).contains(&v) => {
+            chart.x_categories[v.round() as usize].clone()
+        }
+        _ => String::new(),
+    };
     macro_rules! plot_in {
         ($ctx:expr) => {{
             let mut ctx = $ctx;
             ctx.configure_mesh()
+                .light_line_style(TRANSPARENT)
                 .x_desc(chart.x_label)
                 .y_desc(chart.y_label)
-                .x_label_formatter(&|v| tick(*v))
+                .x_label_formatter(&|v| x_label(*v))
+                .y_label_formatter(&|v| tick(*v))
                 .draw()
                 .map_err(err)?;
             for (i, s) in chart.series.iter().enumerate() {
                 let color = PALETTE[i % PALETTE.len()];
-                if !s.band.is_empty() && s.line {
+                if s.bars {
+                    let bars = s.band.iter().map(|&(x, lo, hi)| {
+                        ErrorBar::new_vertical(x, lo, (lo + hi) / 2.0, hi, color.stroke_width(1), 8)
+                    });
+                    ctx.draw_series(bars).map_err(err)?;
+                } else if !s.band.is_empty() && s.line {
                     let poly: Vec<(f64, f64)> =
                         s.band.iter().map(|b| (b.0, b.2)).chain(s.band.iter().rev().map(|b| (b.0, b.1))).collect();
                     ctx.draw_series(std::iter::once(Polygon::new(poly, color.mix(0.18)))).map_err(err)?;
@@ -104,11 +156,10 @@ where
             .filter(|t| (x0..=x1 * 1.05).contains(t))
             .collect();
         let x = (x0..x1 * 1.05).log_scale().with_key_points(ticks);
-        plot_in!(builder.build_cartesian_2d(x, y0 - pad..y1 + pad).map_err(err)?);
+        plot_in!(builder.build_cartesian_2d(x, y0..y1).map_err(err)?);
     } else {
-        plot_in!(builder.build_cartesian_2d(x0..x1.max(x0 + 1e-9), y0 - pad..y1 + pad).map_err(err)?);
+        plot_in!(builder.build_cartesian_2d(x0..x1.max(x0 + 1e-9), y0..y1).map_err(err)?);
     }
-    area.present().map_err(err)?;
     Ok(())
 }
 
