@@ -78,7 +78,7 @@ fn run_shifted(isa: Isa, p: &Problem, winners: bool, shift: usize) -> (Vec<f32>,
 fn run_at(isa: Isa, p: &Problem, winners: bool, x: &[f32]) -> (Vec<f32>, Vec<u32>) {
     let mut y = vec![0.0; p.d.batch * p.d.n_out];
     let mut win = vec![0u32; if winners { y.len() } else { 0 }];
-    maxplus::forward_with(isa, p.d, x, &p.w, p.bias.as_deref(), &mut y, winners.then_some(&mut win[..]));
+    maxplus::forward_isa(isa, p.d, x, &p.w, p.bias.as_deref(), &mut y, winners.then_some(&mut win[..]));
     (y, win)
 }
 
@@ -104,7 +104,7 @@ proptest! {
         // Into new buffers (what the layer calls): the same results, and a
         // zero-filled weight gradient buffer when asked for.
         for (winners, zeroed_gw) in [(true, true), (true, false), (false, false)] {
-            let out = maxplus::forward_new(p.d, &p.x, &p.w, p.bias.as_deref(), winners, zeroed_gw);
+            let out = maxplus::product(p.d, &p.x, &p.w, p.bias.as_deref(), winners, zeroed_gw);
             prop_assert_eq!(bits(&out.y), bits(&y_ref));
             prop_assert_eq!(&out.winners, if winners { &w_ref } else { &Vec::new() });
             prop_assert_eq!(out.grad_w.map(|g| bits(&g)), zeroed_gw.then(|| vec![0; p.w.len()]));
@@ -119,32 +119,13 @@ proptest! {
     #[test]
     fn gradients_route_every_upstream_entry_to_its_winner_in_order(p in problem(), want in any::<[bool; 3]>()) {
         let (_, win) = run(Isa::Scalar, &p, true);
-        let Dims { batch, n_in, n_out } = p.d;
+        let Dims { batch, n_out, .. } = p.d;
         let g: Vec<f32> = (0..batch * n_out).map(|k| ((k * 7919) % 1013) as f32 * 0.013 - 6.5).collect();
-        // The definition, one entry at a time: x's slots sum over outputs in
-        // order, W's and b's over the batch in order.
-        let (mut gx, mut gw, mut gb) = (vec![0.0f32; batch * n_in], vec![0.0f32; n_out * n_in], vec![0.0f32; n_out]);
-        for n in 0..batch {
-            for j in 0..n_out {
-                let (k, gv) = (win[n * n_out + j] as usize, g[n * n_out + j]);
-                if k < n_in {
-                    gx[n * n_in + k] += gv;
-                }
-            }
-        }
-        for j in 0..n_out {
-            for n in 0..batch {
-                let (k, gv) = (win[n * n_out + j] as usize, g[n * n_out + j]);
-                if k < n_in {
-                    gw[j * n_in + k] += gv;
-                } else if k == n_in {
-                    gb[j] += gv;
-                }
-            }
-        }
+        // The rule as the reference states it, one entry at a time.
+        let (gx, gw, gb) = maxplus::scalar::grads(p.d, &win, &g);
         // Also into the forward's zero-filled buffer (which is not cleared again).
-        let zeroed = maxplus::forward_new(p.d, &p.x, &p.w, p.bias.as_deref(), true, true).grad_w;
-        for got in [maxplus::grads(p.d, &win, &g, want), maxplus::grads_with(p.d, &win, &g, want, zeroed)] {
+        let zeroed = maxplus::product(p.d, &p.x, &p.w, p.bias.as_deref(), true, true).grad_w;
+        for got in [maxplus::grads(p.d, &win, &g, want, None), maxplus::grads(p.d, &win, &g, want, zeroed)] {
             for ((got, expected), wanted) in got.iter().zip([&gx, &gw, &gb]).zip(want) {
                 prop_assert_eq!(got.is_some(), wanted);
                 if let Some(got) = got {
@@ -267,12 +248,12 @@ fn empty_batches_and_layers_give_empty_outputs() {
     for (batch, n_in, n_out) in [(0, 5, 3), (4, 5, 0), (0, 0, 0), (3, 0, 2)] {
         let d = Dims { batch, n_in, n_out };
         let (x, w) = (vec![0.25f32; batch * n_in], vec![0.5f32; n_out * n_in]);
-        let maxplus::Forward { y, winners: win, grad_w } = maxplus::forward_new(d, &x, &w, None, true, true);
+        let maxplus::Forward { y, winners: win, grad_w } = maxplus::product(d, &x, &w, None, true, true);
         assert_eq!((y.len(), win.len()), (batch * n_out, batch * n_out), "{d:?}");
         assert_eq!(grad_w, Some(vec![0.0; n_out * n_in]), "{d:?}");
         // No inputs and no bias: every output is -inf with no winner.
         assert!(y.iter().all(|&v| v == f32::NEG_INFINITY) && win.iter().all(|&k| k == maxplus::NONE), "{d:?}");
-        let grads = maxplus::grads(d, &win, &vec![1.0; batch * n_out], [true, true, true]);
+        let grads = maxplus::grads(d, &win, &vec![1.0; batch * n_out], [true, true, true], None);
         let sizes: Vec<usize> = grads.iter().map(|g| g.as_ref().map_or(usize::MAX, Vec::len)).collect();
         assert_eq!(sizes, [batch * n_in, n_out * n_in, n_out], "{d:?}");
         assert!(grads.iter().flatten().flatten().all(|&v| v == 0.0), "{d:?}");
@@ -386,7 +367,7 @@ fn nan_or_plus_infinity_weights_anywhere_give_the_scalar_results_in_every_kernel
     }
 }
 
-/// Every kernel, with and without winners, and `forward_new` into new
+/// Every kernel, with and without winners, and `product` into new
 /// buffers give the scalar results bit for bit (the SIMD attempt may stop
 /// part-way; the exact path then fills every buffer, and zero-fills the
 /// weight gradient's). Returns the scalar outputs.
@@ -401,9 +382,9 @@ fn every_kernel_gives_the_scalar_results(p: &Problem, case: &str) -> Vec<f32> {
             }
         }
     }
-    let out = maxplus::forward_new(p.d, &p.x, &p.w, p.bias.as_deref(), true, true);
-    assert_eq!((bits(&out.y), out.winners), (bits(&y_ref), w_ref), "forward_new: {case}");
-    assert_eq!(out.grad_w, Some(vec![0.0; p.w.len()]), "forward_new: {case}");
+    let out = maxplus::product(p.d, &p.x, &p.w, p.bias.as_deref(), true, true);
+    assert_eq!((bits(&out.y), out.winners), (bits(&y_ref), w_ref), "product: {case}");
+    assert_eq!(out.grad_w, Some(vec![0.0; p.w.len()]), "product: {case}");
     y_ref
 }
 

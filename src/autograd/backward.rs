@@ -128,13 +128,13 @@ fn input_grads<'a>(op: &'a Op, out: &Tensor, g: &Grad) -> Vec<(&'a Tensor, Grad)
             let [ga, gb] = elementwise::arith_backward(*kind, a, b, g);
             some(vec![(a, ga), (b, gb)])
         }
-        Op::Scale(x, c) => vec![(x, g.mapv(|v| v * c))],
+        Op::Scale(x, c) => vec![(x, elementwise::scale_backward(*c, g))],
         Op::Relu(x) => vec![(x, elementwise::relu_backward(out.value(), g))],
         Op::Sigmoid(x) => vec![(x, elementwise::sigmoid_backward(out.value(), g))],
-        Op::Reshape(x) => vec![(x, g.clone().into_shape_with_order(IxDyn(x.shape())).expect("same size"))],
+        Op::Reshape(x) => vec![(x, shape::reshape_backward(x.shape(), g))],
         Op::Permute(x, axes) => vec![(x, shape::permute_backward(axes, g))],
         Op::Concat(xs, axis) => xs.iter().zip(shape::concat_backward(xs, *axis, g)).collect(),
-        Op::SumAll(x) => vec![(x, ArrayD::from_elem(IxDyn(x.shape()), scalar(g)))],
+        Op::SumAll(x) => vec![(x, reduce::sum_all_backward(x.shape(), g))],
         Op::SumAxis(x, axis) => vec![(x, reduce::sum_axis_backward(x.shape(), *axis, g))],
         Op::MaxAxis { x, axis, argmax } => vec![(x, reduce::max_axis_backward(x.shape(), *axis, argmax, g))],
         Op::MatMul(a, b) => {
@@ -158,29 +158,18 @@ fn input_grads<'a>(op: &'a Op, out: &Tensor, g: &Grad) -> Vec<(&'a Tensor, Grad)
             let [gx, gg, gb] = norm::batch_norm_backward(x, gamma, mean, inv_std, *train, g);
             vec![(x, gx), (gamma, gg), (beta, gb)]
         }
-        Op::Dropout { x, mask } => {
-            let gx = g.iter().zip(mask).map(|(&g, &m)| g * m).collect();
-            vec![(x, ArrayD::from_shape_vec(IxDyn(x.shape()), gx).expect("same shape"))]
-        }
+        Op::Dropout { x, mask } => vec![(x, dropout::dropout_backward(mask, g))],
         Op::LogSoftmax(x) => vec![(x, loss::log_softmax_backward(out.value(), g))],
         Op::CrossEntropy { logits, labels, probs } => {
             vec![(logits, loss::cross_entropy_backward(logits.shape(), labels, probs, scalar(g)))]
         }
         Op::Bce { probs, target } => vec![(probs, loss::bce_backward(probs, target, scalar(g)))],
-        Op::MaxPlus { x, weight, bias, winners, grad_w } => {
-            let [gx, gw, gb] = maxplus::maxplus_backward(x, weight, bias.as_ref(), winners, grad_w, g);
-            let mut v = vec![(x, gx), (weight, gw)];
-            v.extend(bias.as_ref().map(|b| (b, gb)));
-            some(v)
-        }
-        Op::SparseMaxPlus { x, pattern, values, bias, winners } => {
-            let [gx, gv, gb] = maxplus::sparse_maxplus_backward(x, pattern, values, bias, winners, g);
-            some(vec![(x, gx), (values, gv), (bias, gb)])
-        }
+        Op::Custom(op) => some(op.inputs().into_iter().zip(op.backward(out, g)).collect()),
     }
 }
 
-fn scalar(g: &Grad) -> f32 {
+/// The value of a one-element gradient (of a loss).
+pub(crate) fn scalar(g: &Grad) -> f32 {
     *g.iter().next().expect("scalar gradient")
 }
 

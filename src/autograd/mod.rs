@@ -11,7 +11,8 @@ pub mod gradcheck;
 mod mode;
 mod op;
 
+pub(crate) use backward::scalar;
 pub use backward::{Grads, backward, backward_with};
 pub use gradcheck::{GradcheckReport, gradcheck};
 pub use mode::{NoGradGuard, grad_enabled, is_recording, no_grad};
-pub use op::{Grad, Op};
+pub use op::{CustomOp, Grad, Op};

@@ -1,16 +1,28 @@
 //! Every differentiable operation, as one enum. A variant holds the op's
-//! input tensors plus whatever the forward pass saved for backward (winner
+//! input tensors plus whatever the forward pass saved for backward (argmax
 //! indices, batch statistics, dropout masks). Its gradient rule is one arm of
-//! the `match` in [`super::backward`].
-
-use std::sync::Arc;
+//! the `match` in [`super::backward`], which calls the rule's function next
+//! to the op's forward in `ops/`. An op whose saved state belongs to its
+//! kernel (the max-plus layers: winners, sparsity pattern, gradient buffer)
+//! brings its own type and rule instead, through [`CustomOp`], so that
+//! autograd knows nothing of kernels.
 
 use ndarray::ArrayD;
 
-use crate::kernels::maxplus::sparse::Csr;
-
 use crate::ops::elementwise::Arith;
 use crate::tensor::Tensor;
+
+/// An op that owns its saved state and its gradient rule (as candle's
+/// custom ops do). Autograd asks it only for its inputs and its backward.
+pub trait CustomOp: Send + Sync {
+    /// The op's name, for messages.
+    fn name(&self) -> &'static str;
+    /// The tensors the op read.
+    fn inputs(&self) -> Vec<&Tensor>;
+    /// Gradients of [`inputs`](Self::inputs), in the same order, given the
+    /// gradient `g` of the output `out`; `None` for an input that wants none.
+    fn backward(&self, out: &Tensor, g: &Grad) -> Vec<Option<Grad>>;
+}
 
 pub enum Op {
     /// `a ∘ b` with broadcasting.
@@ -73,26 +85,8 @@ pub enum Op {
         probs: Tensor,
         target: Tensor,
     },
-    /// Dense max-plus; `winners[n*out + j]` is the winning input index, or
-    /// `in` when the bias won. `grad_w`: a zero-filled buffer for the weight
-    /// gradient, cleared by the forward kernel (when the weight wants a
-    /// gradient) for the first backward pass to take.
-    MaxPlus {
-        x: Tensor,
-        weight: Tensor,
-        bias: Option<Tensor>,
-        winners: Vec<u32>,
-        grad_w: std::sync::Mutex<Option<Vec<f32>>>,
-    },
-    /// Sparse max-plus; `winners` holds entry indices into `values` (or
-    /// `kernels::maxplus::NONE` for the bias).
-    SparseMaxPlus {
-        x: Tensor,
-        pattern: Arc<Csr>,
-        values: Tensor,
-        bias: Tensor,
-        winners: crate::kernels::maxplus::sparse::Winners,
-    },
+    /// An op with its own state and rule.
+    Custom(Box<dyn CustomOp>),
 }
 
 impl Op {
@@ -112,9 +106,7 @@ impl Op {
             | Op::Dropout { x, .. }
             | Op::LogSoftmax(x) => vec![x],
             Op::Concat(xs, _) => xs.iter().collect(),
-            Op::Linear { x, weight, bias }
-            | Op::Conv2d { x, weight, bias, .. }
-            | Op::MaxPlus { x, weight, bias, .. } => {
+            Op::Linear { x, weight, bias } | Op::Conv2d { x, weight, bias, .. } => {
                 let mut v = vec![x, weight];
                 v.extend(bias);
                 v
@@ -122,7 +114,7 @@ impl Op {
             Op::BatchNorm { x, gamma, beta, .. } => vec![x, gamma, beta],
             Op::CrossEntropy { logits, .. } => vec![logits],
             Op::Bce { probs, target } => vec![probs, target],
-            Op::SparseMaxPlus { x, values, bias, .. } => vec![x, values, bias],
+            Op::Custom(op) => op.inputs(),
         }
     }
 
@@ -150,8 +142,7 @@ impl Op {
             Op::LogSoftmax(_) => "log_softmax",
             Op::CrossEntropy { .. } => "cross_entropy",
             Op::Bce { .. } => "binary_cross_entropy",
-            Op::MaxPlus { .. } => "maxplus",
-            Op::SparseMaxPlus { .. } => "sparse_maxplus",
+            Op::Custom(op) => op.name(),
         }
     }
 }

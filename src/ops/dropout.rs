@@ -27,3 +27,9 @@ pub fn dropout_with_mask(x: &Tensor, keep: &[bool], p: f32) -> Tensor {
     let v = ArrayD::from_shape_vec(IxDyn(x.shape()), y).expect("same shape");
     Tensor::from_op(v, Op::Dropout { x: x.clone(), mask })
 }
+
+/// `dx = g · mask`: the kept elements pass the gradient on, scaled as they were.
+pub(crate) fn dropout_backward(mask: &[f32], g: &ArrayD<f32>) -> ArrayD<f32> {
+    let gx = g.iter().zip(mask).map(|(&g, &m)| g * m).collect();
+    ArrayD::from_shape_vec(IxDyn(g.shape()), gx).expect("same shape")
+}

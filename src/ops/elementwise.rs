@@ -157,6 +157,12 @@ pub fn sigmoid(x: f32) -> f32 {
     }
 }
 
+/// `dx = c · g`.
+pub(crate) fn scale_backward(c: f32, g: &ArrayD<f32>) -> ArrayD<f32> {
+    g.mapv(|v| v * c)
+}
+
+/// `dx = g` where `y > 0`, else 0.
 pub(crate) fn relu_backward(y: &ArrayD<f32>, g: &ArrayD<f32>) -> ArrayD<f32> {
     let v =
         kernels::zip_map(y.as_slice().expect("std"), g.as_slice().expect("std"), |y, g| if y > 0.0 { g } else { 0.0 });

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use ndarray::{ArrayD, IxDyn};
 
-use crate::autograd::{Op, is_recording};
+use crate::autograd::{CustomOp, Grad, Op, is_recording};
 use crate::kernels::maxplus::{
     self, Dims,
     sparse::{Csr, Winners},
@@ -38,36 +38,56 @@ pub fn maxplus(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Tensor {
     // half the cost of clearing it in the backward); the backward pass
     // takes it from the op.
     let zero_gw = record && weight.requires_grad();
-    let out = maxplus::forward_new(d, x.data(), weight.data(), bias.map(|b| b.data()), record, zero_gw);
+    let out = maxplus::product(d, x.data(), weight.data(), bias.map(|b| b.data()), record, zero_gw);
     let v = ArrayD::from_shape_vec(IxDyn(&[d.batch, d.n_out]), out.y).expect("N*out");
-    Tensor::from_op(
-        v,
-        Op::MaxPlus {
-            x: x.clone(),
-            weight: weight.clone(),
-            bias: bias.cloned(),
-            winners: out.winners,
-            grad_w: Mutex::new(out.grad_w),
-        },
-    )
+    let op = MaxPlusOp {
+        x: x.clone(),
+        weight: weight.clone(),
+        bias: bias.cloned(),
+        winners: out.winners,
+        grad_w: Mutex::new(out.grad_w),
+    };
+    Tensor::from_op(v, Op::Custom(Box::new(op)))
 }
 
-/// `[dx, dW, db]` of [`maxplus`] by routing `g` to the saved winners.
-pub(crate) fn maxplus_backward(
-    x: &Tensor,
-    weight: &Tensor,
-    bias: Option<&Tensor>,
-    winners: &[u32],
-    grad_w: &Mutex<Option<Vec<f32>>>,
-    g: &ArrayD<f32>,
-) -> [Option<ArrayD<f32>>; 3] {
-    let d = Dims { batch: x.shape()[0], n_in: x.shape()[1], n_out: weight.shape()[0] };
-    let want = [x.requires_grad(), weight.requires_grad(), bias.is_some_and(Tensor::requires_grad)];
-    // The forward's zero-filled buffer, unless an earlier backward pass
-    // through this op took it.
-    let zeroed = grad_w.lock().unwrap_or_else(|e| e.into_inner()).take();
-    let [gx, gw, gb] = maxplus::grads_with(d, winners, g.as_slice().expect("std"), want, zeroed);
-    [shaped(gx, x), shaped(gw, weight), bias.and_then(|b| shaped(gb, b))]
+/// What a dense max-plus product keeps for its backward: its inputs, the
+/// winner of every output (`winners[n*out + j]`: the winning input, or `in`
+/// when the bias won), and a zero-filled buffer for the weight gradient that
+/// the forward kernel cleared while it read `W` (when the weight wants a
+/// gradient), for the first backward pass to take.
+struct MaxPlusOp {
+    x: Tensor,
+    weight: Tensor,
+    bias: Option<Tensor>,
+    winners: Vec<u32>,
+    grad_w: Mutex<Option<Vec<f32>>>,
+}
+
+impl CustomOp for MaxPlusOp {
+    fn name(&self) -> &'static str {
+        "maxplus"
+    }
+
+    fn inputs(&self) -> Vec<&Tensor> {
+        let mut v = vec![&self.x, &self.weight];
+        v.extend(&self.bias);
+        v
+    }
+
+    /// `[dx, dW, db]`: `g` routed to the saved winners (the rule:
+    /// [`maxplus::scalar::grads`]).
+    fn backward(&self, _out: &Tensor, g: &Grad) -> Vec<Option<Grad>> {
+        let (x, weight, bias) = (&self.x, &self.weight, self.bias.as_ref());
+        let d = Dims { batch: x.shape()[0], n_in: x.shape()[1], n_out: weight.shape()[0] };
+        let want = [x.requires_grad(), weight.requires_grad(), bias.is_some_and(Tensor::requires_grad)];
+        // The forward's zero-filled buffer, unless an earlier backward pass
+        // through this op took it.
+        let zeroed = self.grad_w.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let [gx, gw, gb] = maxplus::grads(d, &self.winners, g.as_slice().expect("std"), want, zeroed);
+        let mut grads = vec![shaped(gx, x), shaped(gw, weight)];
+        grads.extend(bias.map(|b| shaped(gb, b)));
+        grads
+    }
 }
 
 /// A zeroed gradient buffer for `t`, if `t` wants a gradient.
@@ -102,35 +122,44 @@ pub fn sparse_maxplus(x: &Tensor, pattern: &Arc<Csr>, values: &Tensor, bias: &Te
     let mut y = vec![0.0f32; batch * pattern.n_out];
     let winners = maxplus::sparse::forward(pattern, batch, x.data(), values.data(), bias.data(), &mut y, record);
     let v = ArrayD::from_shape_vec(IxDyn(&[batch, pattern.n_out]), y).expect("N*out");
-    Tensor::from_op(
-        v,
-        Op::SparseMaxPlus {
-            x: x.clone(),
-            pattern: pattern.clone(),
-            values: values.clone(),
-            bias: bias.clone(),
-            winners,
-        },
-    )
+    let op =
+        SparseMaxPlusOp { x: x.clone(), pattern: pattern.clone(), values: values.clone(), bias: bias.clone(), winners };
+    Tensor::from_op(v, Op::Custom(Box::new(op)))
 }
 
-/// `[dx, dvalues, db]` of [`sparse_maxplus`].
-pub(crate) fn sparse_maxplus_backward(
-    x: &Tensor,
-    pattern: &Csr,
-    values: &Tensor,
-    bias: &Tensor,
-    winners: &Winners,
-    g: &ArrayD<f32>,
-) -> [Option<ArrayD<f32>>; 3] {
-    let (mut gx, mut gv, mut gb) = (zeros_if_needed(x), zeros_if_needed(values), zeros_if_needed(bias));
-    maxplus::sparse::scatter_grads(
-        pattern,
-        winners,
-        g.as_slice().expect("std"),
-        slot(&mut gx),
-        slot(&mut gv),
-        slot(&mut gb),
-    );
-    [shaped(gx, x), shaped(gv, values), shaped(gb, bias)]
+/// What a sparse max-plus product keeps for its backward: its inputs, the
+/// pattern of active weights, and the winner of every output (an entry of
+/// `values`, or `kernels::maxplus::NONE` for the bias).
+struct SparseMaxPlusOp {
+    x: Tensor,
+    pattern: Arc<Csr>,
+    values: Tensor,
+    bias: Tensor,
+    winners: Winners,
+}
+
+impl CustomOp for SparseMaxPlusOp {
+    fn name(&self) -> &'static str {
+        "sparse_maxplus"
+    }
+
+    fn inputs(&self) -> Vec<&Tensor> {
+        vec![&self.x, &self.values, &self.bias]
+    }
+
+    /// `[dx, dvalues, db]`: the dense rule with weights that are entries of
+    /// the pattern.
+    fn backward(&self, _out: &Tensor, g: &Grad) -> Vec<Option<Grad>> {
+        let (x, values, bias) = (&self.x, &self.values, &self.bias);
+        let (mut gx, mut gv, mut gb) = (zeros_if_needed(x), zeros_if_needed(values), zeros_if_needed(bias));
+        maxplus::sparse::scatter_grads(
+            &self.pattern,
+            &self.winners,
+            g.as_slice().expect("std"),
+            slot(&mut gx),
+            slot(&mut gv),
+            slot(&mut gb),
+        );
+        vec![shaped(gx, x), shaped(gv, values), shaped(gb, bias)]
+    }
 }

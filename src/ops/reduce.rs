@@ -79,6 +79,11 @@ pub(crate) fn split_at_axis(shape: &[usize], axis: usize) -> (usize, usize, usiz
     (outer, shape[axis], inner)
 }
 
+/// `dx[i] = g` for every element: each one adds to the sum with weight 1.
+pub(crate) fn sum_all_backward(x_shape: &[usize], g: &ArrayD<f32>) -> ArrayD<f32> {
+    ArrayD::from_elem(IxDyn(x_shape), crate::autograd::scalar(g))
+}
+
 pub(crate) fn sum_axis_backward(x_shape: &[usize], axis: usize, g: &ArrayD<f32>) -> ArrayD<f32> {
     g.view().insert_axis(Axis(axis)).broadcast(IxDyn(x_shape)).expect("sum shape").to_owned()
 }

@@ -6,6 +6,11 @@ use ndarray::{ArrayD, Axis, IxDyn};
 use crate::autograd::Op;
 use crate::tensor::Tensor;
 
+/// `dx = g` in `x`'s shape (a reshape keeps row-major order, so the values line up).
+pub(crate) fn reshape_backward(x_shape: &[usize], g: &ArrayD<f32>) -> ArrayD<f32> {
+    g.clone().into_shape_with_order(IxDyn(x_shape)).expect("same size")
+}
+
 impl Tensor {
     /// The same values in a new shape (row-major order is kept).
     pub fn reshape(&self, shape: &[usize]) -> Tensor {

@@ -35,17 +35,20 @@
 //! finds the first `i` whose `x + W` equals the maximum: exactly the lowest
 //! index attaining it, as in [`scalar`].
 
-pub mod avx2;
-pub mod avx512;
+mod avx2;
+mod avx512;
+mod grads;
 pub mod scalar;
 pub mod sparse;
+mod tile;
 
-use std::cell::{Cell, RefCell};
-use std::mem::MaybeUninit;
-use std::ops::Range;
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use rayon::prelude::*;
+
+pub use grads::grads;
+use tile::{Kernel, Out};
 
 use crate::kernels::lined::{Lined, on_a_line};
 
@@ -140,32 +143,30 @@ fn any_nan_or_pos_inf_generic(v: &[f32]) -> bool {
 /// The max-plus product with the best kernel for this CPU, in parallel.
 /// `winners` (same shape as `y`) is filled when given; skipping it is faster.
 pub fn forward(d: Dims, x: &[f32], w: &[f32], bias: Option<&[f32]>, y: &mut [f32], winners: Option<&mut [u32]>) {
-    forward_with(Isa::detect(), d, x, w, bias, y, winners);
+    forward_isa(Isa::detect(), d, x, w, bias, y, winners);
 }
 
-/// What [`forward_new`] returns.
+/// What [`product`] returns.
 pub struct Forward {
     /// `y [batch, n_out]`.
     pub y: Vec<f32>,
     /// `winners [batch, n_out]`, empty unless asked for.
     pub winners: Vec<u32>,
     /// A zero-filled `[n_out, n_in]` buffer for the weight gradient, if
-    /// asked for: see [`forward_new`].
+    /// asked for: see [`product`].
     pub grad_w: Option<Vec<f32>>,
 }
 
 /// [`forward`] into new buffers. The SIMD kernels write every output, so
-/// the buffers are never zero-filled first (at batch 64 that was 256 KB of
-/// stores on one core, and lines the other core then had to take over).
+/// the buffers are never zero-filled first.
 ///
 /// With `zeroed_grad_w`, it also returns a zero-filled buffer shaped like
-/// `W` for [`grads_with`] to scatter the weight gradient into. The SIMD
-/// kernels clear it while they read `W`, a register of zeros stored per 16
-/// weights read: the forward is bound by its adds and maxes, and the stores
-/// mostly overlap them. For a 512 × 512 layer at batch 16 they add ~5.5 µs
-/// to the forward, where clearing the 1 MB in the backward took 11 µs, half
-/// of the backward.
-pub fn forward_new(
+/// `W` for [`grads`] to scatter the weight gradient into. The SIMD kernels
+/// clear it while they read `W`, a register of zeros stored per 16 weights
+/// read: the forward is bound by its adds and maxes, so the stores mostly
+/// overlap them, where a separate pass over a large weight gradient in the
+/// backward would cost as much as the scatter itself.
+pub fn product(
     d: Dims,
     x: &[f32],
     w: &[f32],
@@ -211,7 +212,7 @@ pub fn forward_new(
 /// if the CPU lacks it). Every kernel gives the scalar results: where the
 /// SIMD kernels' assumptions fail (see the module docs) the product is
 /// computed by the scalar one.
-pub fn forward_with(
+pub fn forward_isa(
     isa: Isa,
     d: Dims,
     x: &[f32],
@@ -270,11 +271,8 @@ unsafe fn forward_simd(isa: Isa, d: Dims, x: &[f32], w: &[f32], bias: Option<&[f
     // streams through contiguous memory; packing x is cheap next to the
     // O(batch·n_in·n_out) product. Every thread packs its own copy, on its
     // first task of the call: every tile reads all of a panel, and a panel
-    // written by one core and read by the other cost each core a ~5 µs
-    // stall per call (its cache lines taken over one by one). Packing is
-    // not free either: at batch 16 the transpose and the aligned copy of x
-    // (`Packed`) take ~3.5 µs of each thread's first task (2.5 µs with x
-    // already in L1), which docs/performance.md ("Batch 16") breaks down.
+    // written by one core and read by the other would have its cache lines
+    // taken over one by one.
     let lanes = isa.lanes();
     let bp = d.batch.div_ceil(lanes) * lanes;
     let call = CALLS.fetch_add(1, Ordering::Relaxed);
@@ -337,19 +335,15 @@ static CALLS: AtomicU64 = AtomicU64::new(0);
 struct Packed {
     /// The call they are for.
     call: u64,
-    /// x packed as the kernels' panels, from a 64-byte boundary on. Every
-    /// add of the inner loop reads one register of a panel; with the panels
-    /// where malloc put them (16 or 32 bytes into a line, depending on the
-    /// heap) each of those loads straddled two cache lines, and the forward
-    /// at batch 16 took 103–106 µs instead of 78–79 µs.
+    /// x packed as the kernels' panels, from a 64-byte boundary on: every
+    /// add of the inner loop reads one register of a panel, and a register
+    /// load that straddles two cache lines costs two.
     panels: Lined<f32>,
     /// x as it is, from a 64-byte boundary on (when winners are tracked and
-    /// x itself does not start on a line). The winner search reads 16-input
-    /// blocks of x's rows; malloc only promises 16-byte alignment, so most
-    /// blocks straddled two cache lines. Aligned, each is one: the forward
-    /// with winners ran 3 % faster at batch 16 and 64 (one thread: 150 →
-    /// 145.6 and 578 → 561 µs). Under the [`LineAligned`](crate::kernels::LineAligned)
-    /// allocator x is on a line already and is read in place.
+    /// x itself does not start on a line): the winner search reads 16-input
+    /// blocks of x's rows, each then one cache line. Under the
+    /// [`LineAligned`](crate::kernels::LineAligned) allocator x is on a line
+    /// already and is read in place.
     rows: Lined<f32>,
 }
 
@@ -384,360 +378,4 @@ fn tile_cols(isa: Isa) -> usize {
         Isa::Avx2 => avx2::TILE_J,
         Isa::Scalar => 1,
     }
-}
-
-/// Where the SIMD kernels write: `y [batch, n_out]` and, unless null,
-/// `winners [batch, n_out]` and zeros over `grad_w [n_out, n_in]`. Shared by
-/// tasks that own disjoint columns (rows of `grad_w`).
-#[derive(Clone, Copy)]
-pub struct Out {
-    y: *mut f32,
-    winners: *mut u32,
-    grad_w: *mut f32,
-}
-
-// SAFETY: every task writes only the columns it owns (see `forward_with`).
-unsafe impl Send for Out {}
-unsafe impl Sync for Out {}
-
-/// Everything a SIMD kernel reads, and where it writes.
-pub struct Kernel<'a> {
-    pub d: Dims,
-    /// Batch padded to a whole number of registers.
-    pub bp: usize,
-    /// `x [batch, n_in]`, for the winner re-scan.
-    pub x: &'a [f32],
-    /// x packed as `[bp / lanes][n_in][lanes]`, zero-padded rows.
-    pub xp: &'a [f32],
-    /// `W [n_out, n_in]`.
-    pub w: &'a [f32],
-    pub bias: Option<&'a [f32]>,
-    out: Out,
-}
-
-impl Kernel<'_> {
-    pub fn want_winners(&self) -> bool {
-        !self.out.winners.is_null()
-    }
-
-    /// Rows `[j, j + NJ)` of the weight gradient to clear, if one is being
-    /// cleared (pointers, for the calling task's own rows).
-    pub fn grad_w_rows<const NJ: usize>(&self, j: usize) -> Option<[*mut f32; NJ]> {
-        let n_in = self.d.n_in;
-        (!self.out.grad_w.is_null()).then(|| std::array::from_fn(|c| self.out.grad_w.wrapping_add((j + c) * n_in)))
-    }
-
-    /// Row `j` of `W`.
-    pub fn w_row(&self, j: usize) -> &[f32] {
-        &self.w[j * self.d.n_in..(j + 1) * self.d.n_in]
-    }
-
-    /// Run `tile(j, nb, full, first)` over columns `[j0, j1)` in register
-    /// tiles of `tile_j` columns (`full`) or single columns at the ragged
-    /// end, and every panel `nb` of `lanes` rows; false (stopping early) as
-    /// soon as a tile returns false. The first panel of each column range
-    /// gets `first`: that tile also checks its rows of W for NaN and +∞ (see
-    /// the module docs), returning false instead of writing if it finds one,
-    /// and clears the same rows of the weight gradient if there is one.
-    #[inline(always)]
-    pub fn walk(
-        &self,
-        j0: usize,
-        j1: usize,
-        tile_j: usize,
-        lanes: usize,
-        mut tile: impl FnMut(usize, usize, bool, bool) -> bool,
-    ) -> bool {
-        let mut j = j0;
-        while j < j1 {
-            let nj = if j + tile_j <= j1 { tile_j } else { 1 };
-            for nb in (0..self.bp).step_by(lanes) {
-                if !tile(j, nb, nj == tile_j, nb == 0) {
-                    return false;
-                }
-            }
-            j += nj;
-        }
-        true
-    }
-
-    /// Write the results of a register tile, rows `[nb, nb + L)` (those
-    /// inside the batch) × columns `[j, j + NJ)`, from each output's running
-    /// maximum `m[c][l]` over the inputs and the block `blk[c][l]` where it
-    /// was first reached (read only when winners are tracked).
-    ///
-    /// An output's winner is the bias if strictly greater than `m`, else the
-    /// first input of that block attaining `m`, found by the kernel's
-    /// `first_match(x, w, m, len)` (the first `i < len ≤ BLOCK` with
-    /// `x[i] + w[i] == m`). Its value is the winning candidate's own sum —
-    /// exactly the scalar result, even the sign of a zero: `max` returns one
-    /// of its operands, so a nonzero maximum has the very bits of that sum,
-    /// and only a zero (whose sign may differ from the first candidate
-    /// reaching it) is recomputed; without winners, from the first
-    /// candidate of the row that is zero.
-    ///
-    /// # Safety
-    /// The calling task must own columns `[j, j + NJ)`, which must exist;
-    /// `first_match` must read only its first `len` elements.
-    #[inline(always)]
-    pub unsafe fn resolve_tile<const NJ: usize, const L: usize>(
-        &self,
-        j: usize,
-        nb: usize,
-        m: &[[f32; L]; NJ],
-        blk: &[[u32; L]; NJ],
-        first_match: impl Fn(*const f32, *const f32, f32, usize) -> usize,
-    ) {
-        let Dims { batch, n_in, n_out } = self.d;
-        debug_assert!(j + NJ <= n_out && nb < batch);
-        let track = self.want_winners();
-        let bias = self.bias.map(|b| b[j..j + NJ].as_ptr());
-        for l in 0..(batch - nb).min(L) {
-            let n = nb + l;
-            // SAFETY: n < batch and c < NJ keep every offset inside x, W,
-            // bias, y and winners; the caller owns these columns.
-            unsafe {
-                let at = n * n_out + j;
-                let xr = self.x.as_ptr().add(n * n_in);
-                for c in 0..NJ {
-                    let mv = m[c][l];
-                    let b = bias.map(|b| *b.add(c));
-                    if !track {
-                        *self.out.y.add(at + c) = b.map_or(mv, |b| b.max(mv));
-                        continue;
-                    }
-                    let (v, win) = match b {
-                        Some(b) if b > mv => (b, n_in),
-                        _ => {
-                            let wr = self.w.as_ptr().add((j + c) * n_in);
-                            let lo = blk[c][l] as usize * BLOCK;
-                            let i = lo + first_match(xr.add(lo), wr.add(lo), mv, (n_in - lo).min(BLOCK));
-                            (if mv == 0.0 { *xr.add(i) + *wr.add(i) } else { mv }, i)
-                        }
-                    };
-                    *self.out.y.add(at + c) = v;
-                    *self.out.winners.add(at + c) = win as u32;
-                }
-            }
-        }
-        if !track && m.iter().flatten().fold(false, |z, &v| z | (v == 0.0)) {
-            // SAFETY: passed on from the caller.
-            unsafe { self.zero_maxima_without_winners(j, nb, m) };
-        }
-    }
-
-    /// Give zero maxima of a tile written without winners the sign of the
-    /// first candidate reaching them (rare, so out of line).
-    ///
-    /// # Safety
-    /// As [`Kernel::resolve_tile`].
-    #[cold]
-    #[inline(never)]
-    unsafe fn zero_maxima_without_winners<const NJ: usize, const L: usize>(
-        &self,
-        j: usize,
-        nb: usize,
-        m: &[[f32; L]; NJ],
-    ) {
-        let Dims { batch, n_in, n_out } = self.d;
-        for (c, m) in m.iter().enumerate() {
-            let wr = self.w_row(j + c);
-            for (n, &mv) in (nb..batch).zip(m) {
-                if mv == 0.0 && !self.bias.is_some_and(|b| b[j + c] > mv) {
-                    let xr = &self.x[n * n_in..(n + 1) * n_in];
-                    let v = xr.iter().zip(wr).map(|(a, b)| a + b).find(|&v| v == 0.0);
-                    // SAFETY: n < batch and j + c < n_out; the caller owns the column.
-                    unsafe { *self.out.y.add(n * n_out + j + c) = v.expect("the maximum is one of the sums") };
-                }
-            }
-        }
-    }
-}
-
-/// Gradients of a max-plus product from its winners: every upstream entry
-/// `g[n, j]` goes whole to its winner — `gx[n, i*]` and `gw[j, i*]`, or `gb[j]`
-/// when the bias won. Returns `[gx [batch, n_in], gw [n_out, n_in], gb [n_out]]`,
-/// each only where `want` asks for it. Deterministic: a slot of `gx` sums
-/// over the outputs in output order, one of `gw` or `gb` over the batch in
-/// batch order, whatever the thread count.
-///
-/// One parallel region builds them all: each task owns whole rows of a
-/// result, clears them and scatters into them while they are in its cache.
-/// (A separate zero-filling pass over a 512×512 weight gradient, 1 MB, cost
-/// as much as the whole scatter at batch 16; the layer goes further and has
-/// the forward kernel clear it, see [`grads_with`].)
-pub fn grads(d: Dims, winners: &[u32], g: &[f32], want: [bool; 3]) -> [Option<Vec<f32>>; 3] {
-    grads_with(d, winners, g, want, None)
-}
-
-/// [`grads`], with the weight gradient scattered into `zeroed_gw` when one
-/// is given (and wanted): a zero-filled `[n_out, n_in]` buffer, as
-/// [`forward_new`] returns, which is then not cleared again.
-pub fn grads_with(
-    d: Dims,
-    winners: &[u32],
-    g: &[f32],
-    want: [bool; 3],
-    zeroed_gw: Option<Vec<f32>>,
-) -> [Option<Vec<f32>>; 3] {
-    assert!(winners.len() == d.batch * d.n_out && g.len() == winners.len());
-    let Dims { batch, n_in, n_out } = d;
-    let [want_x, want_w, want_b] = want;
-    let mut gx = want_x.then(|| Vec::with_capacity(batch * n_in));
-    let zeroed_gw = zeroed_gw.filter(|_| want_w);
-    if let Some(gw) = &zeroed_gw {
-        assert_eq!(gw.len(), n_out * n_in, "grads_with: a weight gradient buffer of the wrong size");
-        debug_assert!(gw.iter().all(|&v| v == 0.0), "grads_with: the weight gradient buffer is not zero-filled");
-    }
-    let gw_zeroed = zeroed_gw.is_some();
-    let mut gw = want_w.then(|| zeroed_gw.unwrap_or_else(|| Vec::with_capacity(n_out * n_in)));
-    let mut gb = want_b.then(|| vec![0.0f32; n_out]);
-    // Jobs of up to 8 rows of x, and 4 jobs per thread over W.
-    let (per_n, per_j) = (8, n_out.div_ceil(rayon::current_num_threads() * 4).max(1));
-    let (mut x_jobs, mut w_jobs) = (Vec::new(), Vec::new());
-    if let Some(gx) = &mut gx {
-        let rows = &mut gx.spare_capacity_mut()[..batch * n_in];
-        x_jobs.extend(rows.chunks_mut(per_n * n_in.max(1)).enumerate().map(|(t, c)| Rows::X(t * per_n, c)));
-    }
-    if want_w || want_b {
-        let chunk = per_j * n_in.max(1);
-        let mut gw_rows = gw.as_mut().map(|gw| {
-            let rows: Vec<GwRows> = if gw_zeroed {
-                gw.chunks_mut(chunk).map(GwRows::Zero).collect()
-            } else {
-                gw.spare_capacity_mut()[..n_out * n_in].chunks_mut(chunk).map(GwRows::Unset).collect()
-            };
-            rows.into_iter()
-        });
-        let mut gb_rows = gb.as_mut().map(|gb| gb.chunks_mut(per_j));
-        for t in 0..n_out.div_ceil(per_j) {
-            let j = t * per_j..((t + 1) * per_j).min(n_out);
-            w_jobs.push(Rows::W(
-                j,
-                gw_rows.as_mut().and_then(Iterator::next),
-                gb_rows.as_mut().and_then(Iterator::next),
-            ));
-        }
-    }
-    // The W jobs at the places of the forward's tasks over the same rows
-    // (`run_tasks` gives each thread a contiguous share of the list, and so
-    // the rows whose cache lines it wrote), each X job after a group of
-    // them. An X job reads rows of winners half of which the other core
-    // wrote; after its thread's W jobs rather than before them, the fwd+bwd
-    // loop at batch 16 ran ~1 µs faster (medians 93.4 → 92.5 µs).
-    let (nx, nw) = (x_jobs.len(), w_jobs.len());
-    let mut x_jobs = x_jobs.into_iter();
-    let mut jobs = Vec::with_capacity(nx + nw);
-    for (t, w_job) in w_jobs.into_iter().enumerate() {
-        jobs.push(w_job);
-        jobs.extend(x_jobs.by_ref().take((t + 1) * nx / nw - t * nx / nw));
-    }
-    jobs.extend(x_jobs);
-    let n_in32 = n_in as u32;
-    // Each job is taken, once, by the task that claims its index.
-    let jobs: Vec<std::sync::Mutex<Option<Rows>>> = jobs.into_iter().map(|j| std::sync::Mutex::new(Some(j))).collect();
-    crate::kernels::run_tasks(jobs.len(), |t| match jobs[t].lock().unwrap().take().unwrap() {
-        Rows::X(n0, rows) => {
-            // Row by row, each slot summing in output order. (An earlier
-            // version interleaved 8 rows through a transposed copy, to
-            // break the chain of updates into the few slots that win most
-            // outputs; without the copy it measured no slower anywhere and
-            // up to 6 % faster: docs/performance.md, item 17.)
-            let rows = cleared(rows);
-            for (n, row) in (n0..).zip(rows.chunks_exact_mut(n_in.max(1))) {
-                let out = n * n_out..(n + 1) * n_out;
-                for (&k, &gv) in winners[out.clone()].iter().zip(&g[out]) {
-                    if k < n_in32 {
-                        row[k as usize] += gv;
-                    }
-                }
-            }
-        }
-        Rows::W(js, gw, mut gb) => {
-            let mut scratch = OUTPUT_MAJOR.with(|s| s.take());
-            let (kt, gt) = &mut scratch;
-            output_major(winners, n_out, 0..batch, js.clone(), kt);
-            output_major(g, n_out, 0..batch, js, gt);
-            let mut gw_rows = gw.map(|rows| rows.zeros().chunks_mut(n_in.max(1)));
-            for (r, (ks, gs)) in kt.chunks_exact(batch.max(1)).zip(gt.chunks_exact(batch.max(1))).enumerate() {
-                let mut row = gw_rows.as_mut().and_then(Iterator::next);
-                for (&k, &gv) in ks.iter().zip(gs) {
-                    if k < n_in32 {
-                        if let Some(row) = row.as_deref_mut() {
-                            row[k as usize] += gv;
-                        }
-                    } else if k == n_in32
-                        && let Some(gb) = gb.as_deref_mut()
-                    {
-                        gb[r] += gv;
-                    }
-                }
-            }
-            OUTPUT_MAJOR.with(|s| s.set(scratch));
-        }
-    });
-    // SAFETY: the jobs cleared every row of gx, and of gw unless it came
-    // zero-filled (`cleared`, `GwRows::zeros`).
-    unsafe {
-        if let Some(gx) = &mut gx {
-            gx.set_len(batch * n_in);
-        }
-        if let Some(gw) = &mut gw {
-            gw.set_len(n_out * n_in); // already so when it came zero-filled
-        }
-    }
-    [gx, gw, gb]
-}
-
-/// Rows `rows` × columns `cols` of the `[batch, n_out]` matrix `a`,
-/// output-major (`[cols][rows]`), into `t` (resized to fit; its earlier
-/// contents are overwritten). Read down a column in place, entries
-/// n_out apart (2 KB for 512 outputs) crowd into a few L1 sets and evict
-/// each other. Each weight-gradient job of [`grads`] copies only its own
-/// block, inside the parallel region: one shared transpose of the whole
-/// matrices before it measured slower at batch 64 (450–473 against
-/// 423–435 µs fwd+bwd).
-fn output_major<E: Copy + Default>(a: &[E], n_out: usize, rows: Range<usize>, cols: Range<usize>, t: &mut Vec<E>) {
-    t.resize(rows.len() * cols.len(), E::default());
-    if !t.is_empty() {
-        let block = &a[rows.start * n_out + cols.start..];
-        crate::kernels::transpose_block_into(block, rows.len(), cols.len(), n_out, t, rows.len());
-    }
-}
-
-thread_local! {
-    /// A thread's buffers for [`output_major`] copies of the winners and
-    /// of the upstream gradient, kept from one weight-gradient job to the
-    /// next (a fresh zero-filled pair cost each job ~0.3 µs at batch 16).
-    static OUTPUT_MAJOR: Cell<(Vec<u32>, Vec<f32>)> = const { Cell::new((Vec::new(), Vec::new())) };
-}
-
-/// The work of one task of [`grads`]: rows of `gx` from row `n0` on, or
-/// rows `js` of `gw` (if wanted) with the same entries of `gb` (if wanted).
-enum Rows<'a> {
-    X(usize, &'a mut [MaybeUninit<f32>]),
-    W(Range<usize>, Option<GwRows<'a>>, Option<&'a mut [f32]>),
-}
-
-/// Rows of the weight gradient: still to be cleared, or zero-filled already.
-enum GwRows<'a> {
-    Unset(&'a mut [MaybeUninit<f32>]),
-    Zero(&'a mut [f32]),
-}
-
-impl<'a> GwRows<'a> {
-    /// The rows, all zero.
-    fn zeros(self) -> &'a mut [f32] {
-        match self {
-            GwRows::Unset(rows) => cleared(rows),
-            GwRows::Zero(rows) => rows,
-        }
-    }
-}
-
-/// `rows` set to zero, and from then on plain floats.
-fn cleared(rows: &mut [MaybeUninit<f32>]) -> &mut [f32] {
-    rows.fill(MaybeUninit::new(0.0));
-    // SAFETY: every element was just written.
-    unsafe { std::slice::from_raw_parts_mut(rows.as_mut_ptr().cast(), rows.len()) }
 }
