@@ -10,7 +10,7 @@ use ndarray::{ArrayD, IxDyn};
 
 /// Tensors and buffers of 1 KiB or more start on a cache line (see the type).
 #[global_allocator]
-static ALLOC: morphgrad::kernels::LineAligned = morphgrad::kernels::LineAligned;
+static ALLOC: morphgrad::runtime::LineAligned = morphgrad::runtime::LineAligned;
 
 /// Deterministic pseudo-random values in [-0.5, 0.5).
 fn input(shape: &[usize], seed: usize) -> ArrayD<f32> {
@@ -20,7 +20,7 @@ fn input(shape: &[usize], seed: usize) -> ArrayD<f32> {
 }
 
 fn conv(c: &mut Criterion) {
-    morphgrad::kernels::adopt_calling_thread();
+    morphgrad::runtime::init();
     let (n, ch, hw) = (64, 128, 16);
     let flop = 2 * n * ch * ch * 9 * hw * hw;
     let x = Tensor::param(input(&[n, ch, hw, hw], 1));

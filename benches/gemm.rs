@@ -11,10 +11,10 @@ use morphgrad::kernels::gemm::{MatRef, gemm_into};
 
 /// Tensors and buffers of 1 KiB or more start on a cache line (see the type).
 #[global_allocator]
-static ALLOC: morphgrad::kernels::LineAligned = morphgrad::kernels::LineAligned;
+static ALLOC: morphgrad::runtime::LineAligned = morphgrad::runtime::LineAligned;
 
 fn sgemm_512(c: &mut Criterion) {
-    morphgrad::kernels::adopt_calling_thread();
+    morphgrad::runtime::init();
     let n = 512;
     let a: Vec<f32> = (0..n * n).map(|i| (i % 7) as f32 * 0.1).collect();
     let b: Vec<f32> = (0..n * n).map(|i| (i % 5) as f32 * 0.2).collect();

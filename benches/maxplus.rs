@@ -16,7 +16,7 @@ use rand::{SeedableRng, rngs::Xoshiro256PlusPlus};
 
 /// Tensors and buffers of 1 KiB or more start on a cache line (see the type).
 #[global_allocator]
-static ALLOC: morphgrad::kernels::LineAligned = morphgrad::kernels::LineAligned;
+static ALLOC: morphgrad::runtime::LineAligned = morphgrad::runtime::LineAligned;
 
 fn input(shape: &[usize], seed: u64) -> ArrayD<f32> {
     let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
@@ -29,7 +29,7 @@ fn input(shape: &[usize], seed: u64) -> ArrayD<f32> {
 }
 
 fn dense(c: &mut Criterion) {
-    morphgrad::kernels::adopt_calling_thread();
+    morphgrad::runtime::init();
     let mut g = c.benchmark_group("maxplus");
     for batch in [64usize, 16] {
         let layer = MaxPlus::new(512, 512, true, &mut Xoshiro256PlusPlus::seed_from_u64(0));

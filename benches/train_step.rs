@@ -4,7 +4,7 @@
 //! `python3 ../shared/bench/torch_bench.py` (PyTorch, 2 threads).
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use morphgrad::data::audio::CHUNK;
+use morphgrad::data::mtat::CHUNK;
 use morphgrad::models::{CifarConfig, CifarNet, HeadKind, ShortChunkCnn, ShortChunkConfig};
 use morphgrad::nn::Ctx;
 use morphgrad::optim::{Adam, Optimizer};
@@ -13,7 +13,7 @@ use ndarray::{ArrayD, IxDyn};
 
 /// Tensors and buffers of 1 KiB or more start on a cache line (see the type).
 #[global_allocator]
-static ALLOC: morphgrad::kernels::LineAligned = morphgrad::kernels::LineAligned;
+static ALLOC: morphgrad::runtime::LineAligned = morphgrad::runtime::LineAligned;
 
 fn batch() -> (Tensor, Vec<usize>) {
     let mut s = 0x2545_F491_4F6C_DD1Du64;
@@ -27,7 +27,7 @@ fn batch() -> (Tensor, Vec<usize>) {
 }
 
 fn train_step(c: &mut Criterion) {
-    morphgrad::kernels::adopt_calling_thread();
+    morphgrad::runtime::init();
     let (x, labels) = batch();
     let mut g = c.benchmark_group("train_step");
     g.sample_size(10);
@@ -58,7 +58,7 @@ fn train_step(c: &mut Criterion) {
 /// of 59 049-sample chunks, BCE, Adam with L2 — mel front end included.
 /// Throughput in clips/s.
 fn short_chunk_step(c: &mut Criterion) {
-    morphgrad::kernels::adopt_calling_thread();
+    morphgrad::runtime::init();
     let mut s = 0x9E37_79B9_7F4A_7C15u64;
     let wav = ArrayD::from_shape_simple_fn(IxDyn(&[16, CHUNK]), || {
         s ^= s << 13;

@@ -10,9 +10,13 @@
 //! | [`tensor`] | [`Tensor`]: an `f32` array handle, optionally a graph node |
 //! | [`autograd`] | the [`Op`](autograd::Op) enum, `backward`, `no_grad`, `gradcheck` |
 //! | [`ops`] | forward + backward of every op family, side by side |
-//! | [`kernels`] | the hot loops (GEMM glue, im2col), free of autograd |
+//! | [`kernels`] | the hot loops (GEMM glue, im2col, max-plus), free of autograd |
+//! | [`runtime`] | what a program opts into once: thread pool, worker polling, allocator |
 //! | [`nn`] | layers with named parameters, the `Module` trait, checkpoints |
 //! | [`optim`] | Adam and SGD (momentum, Nesterov), matching `torch.optim` |
+//! | [`models`], [`prune`], [`metrics`] | the paper's networks and heads, L1 pruning, ROC-AUC / PR-AUC |
+//! | [`data`] | CIFAR-10, MagnaTagATune, synthetic stand-ins |
+//! | [`experiment`] | resumable runs, grids sharded over processes, reports |
 
 pub mod autograd;
 pub mod data;
@@ -25,6 +29,7 @@ pub mod nn;
 pub mod ops;
 pub mod optim;
 pub mod prune;
+pub mod runtime;
 pub mod tensor;
 
 pub use tensor::Tensor;

@@ -16,7 +16,7 @@ use morphgrad::models::HeadKind;
 
 /// Tensors and buffers of 1 KiB or more start on a cache line (see the type).
 #[global_allocator]
-static ALLOC: morphgrad::kernels::LineAligned = morphgrad::kernels::LineAligned;
+static ALLOC: morphgrad::runtime::LineAligned = morphgrad::runtime::LineAligned;
 
 #[derive(Parser)]
 #[command(name = "morphgrad", version, about = "Train, prune and study hybrid linear-morphological networks on CPU")]
@@ -351,7 +351,7 @@ fn reproduce_mtat(a: MtatArgs) -> Result<()> {
             );
             if !dir.join("split/test.npy").exists() {
                 eprintln!("writing synthetic MTAT-like clips to {} ...", dir.display());
-                let samples = (a.synthetic_seconds * morphgrad::data::audio::SAMPLE_RATE as f32) as usize;
+                let samples = (a.synthetic_seconds * morphgrad::data::mtat::SAMPLE_RATE as f32) as usize;
                 morphgrad::data::synthetic::mtat_like(&dir, counts[0], counts[1], counts[2], samples, 2025)?;
             }
             let format =
@@ -575,8 +575,7 @@ fn forward(a: ForwardArgs) -> Result<()> {
 }
 
 fn main() -> Result<()> {
-    morphgrad::kernels::tune_allocator();
-    morphgrad::kernels::adopt_calling_thread();
+    morphgrad::runtime::init();
     let cli = Cli::parse();
     match cli.command {
         None => reproduce_cifar(CifarArgs::default()),

@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use morphgrad::data::audio::{MelConfig, MelSpectrogram};
+use morphgrad::nn::mel::{MelConfig, MelSpectrogram};
 
 #[test]
 fn mel_filterbank_matches_torchaudio() {

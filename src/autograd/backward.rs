@@ -37,7 +37,7 @@ impl Grads {
     /// Add the gradients that `op`'s inputs receive from the gradient `g` of
     /// its output `node`.
     fn propagate(&mut self, op: &Op, node: &Tensor, g: &Grad) {
-        crate::kernels::keep_workers_warm();
+        crate::runtime::keep_workers_warm();
         for (input, gin) in input_grads(op, node, g) {
             if input.requires_grad() {
                 self.accumulate(input, gin);
@@ -53,6 +53,31 @@ impl Grads {
                 self.0.insert(t.id(), g);
             }
         }
+    }
+}
+
+impl Tensor {
+    /// Reverse-mode differentiation from this (one-element) tensor: the
+    /// gradient of every leaf that requires one. See [`backward`].
+    pub fn backward(&self) -> Grads {
+        backward(self)
+    }
+
+    /// Back-propagate an upstream gradient shaped like `self` (a
+    /// vector-Jacobian product), read in place. See [`backward_with`].
+    pub fn backward_with(&self, grad: &Grad) -> Grads {
+        backward_with(self, grad)
+    }
+
+    /// The result of an op. The op (and with it the inputs it holds) is kept
+    /// only when gradients are being recorded and some input needs one.
+    /// Each op's completion is also where the thread driving the ops keeps
+    /// its pool's workers polling ([`crate::runtime::keep_workers_warm`]; a
+    /// no-op unless the program opted in with [`crate::runtime::init`]).
+    pub(crate) fn from_op(value: ArrayD<f32>, op: Op) -> Tensor {
+        crate::runtime::keep_workers_warm();
+        let record = super::is_recording(&op.inputs());
+        Tensor::node(value, record.then_some(op))
     }
 }
 

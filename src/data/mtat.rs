@@ -18,8 +18,12 @@ use anyhow::{Context, Result, bail};
 use ndarray::ArrayD;
 use rand::{Rng, RngExt};
 
-use super::audio::CHUNK;
 use crate::io::{npy_header, read_npy, read_npy_f32_range, read_npy_strings};
+
+/// Sample rate of every MTAT clip.
+pub const SAMPLE_RATE: usize = 16_000;
+/// Samples per training chunk (3.69 s), the Short-chunk CNN's input.
+pub const CHUNK: usize = 59_049;
 
 /// Chunks averaged per clip at evaluation.
 pub const EVAL_CHUNKS: usize = 16;

@@ -20,7 +20,7 @@ use symphonia::core::io::MediaSourceStream;
 use symphonia::default::codecs::MpaDecoder;
 use symphonia::default::formats::MpaReader;
 
-use super::audio::SAMPLE_RATE;
+use super::mtat::SAMPLE_RATE;
 use crate::io::write_npy;
 
 /// Decode an mp3 file to mono (the mean of its channels) and its sample rate.

@@ -139,7 +139,7 @@ pub fn mtat_like(
 
 /// One clip and its 0/1 tag vector.
 fn synth_clip(samples: usize, rng: &mut impl Rng) -> (Vec<f32>, Vec<f32>) {
-    let sr = super::audio::SAMPLE_RATE as f32;
+    let sr = super::mtat::SAMPLE_RATE as f32;
     let mut tags = vec![0.0f32; SYNTH_TAGS.len()];
     let mut on = |name: &str| tags[SYNTH_TAGS.iter().position(|t| *t == name).expect("known tag")] = 1.0;
     let mut u = || rng.random::<f32>();

@@ -217,7 +217,6 @@ pub fn run_grid<T: Sync, R: Send>(
     label: impl Fn(&T) -> String + Sync,
     f: impl Fn(&T, &ProgressBar) -> Result<R> + Sync,
 ) -> Result<Vec<R>> {
-    crate::kernels::tune_allocator();
     let multi = MultiProgress::new();
     let style = ProgressStyle::with_template("{prefix:>22} [{bar:30}] {pos}/{len} {elapsed_precise} eta {eta} {msg}")
         .expect("valid template")
@@ -242,7 +241,7 @@ pub fn run_grid<T: Sync, R: Send>(
                     let Some(i) = queue.lock().expect("lock").pop_front() else { return };
                     let bar = multi.add(ProgressBar::new(0).with_style(style.clone()).with_prefix(label(&tasks[i])));
                     let run = || {
-                        let _driving = crate::kernels::drive_from_current_thread();
+                        let _driving = crate::runtime::drive_from_current_thread();
                         f(&tasks[i], &bar)
                     };
                     match pool.install(run).with_context(|| format!("run {}", label(&tasks[i]))) {

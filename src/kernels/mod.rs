@@ -37,13 +37,10 @@ pub(crate) use simd_dispatch;
 
 pub mod gemm;
 pub mod im2col;
-pub mod lined;
+pub(crate) mod lined;
 pub mod maxplus;
-mod pool;
 mod transpose;
 
-pub use lined::LineAligned;
-pub use pool::{Driving, adopt_calling_thread, drive_from_current_thread, keep_workers_warm, run_tasks};
 pub use transpose::{transpose_block_into, transpose_into};
 
 use rayon::prelude::*;
@@ -92,33 +89,4 @@ pub fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
         }
         f(&mut buf[..len])
     })
-}
-
-/// Keep freed tensor buffers in the process instead of returning them to the
-/// kernel after every op.
-///
-/// glibc serves allocations above its mmap threshold with fresh `mmap`s and
-/// gives them back with `munmap`; with a training step allocating and freeing
-/// tens of MB of activations, each `munmap` costs page faults on the next
-/// allocation and TLB-shootdown interrupts to every core (measured: ~20% of
-/// CPU time in the conv backward bench). Disabling mmap and raising the trim
-/// threshold makes those buffers stay in the heap for reuse. Threads other
-/// than the main one get their own arenas, whose heaps are capped at 64 MB:
-/// larger blocks are mmapped whatever the settings, so a training run on a
-/// worker thread (the run grid) paid it all again (Short-chunk CNN step
-/// 2.5 s instead of 1.6 s); a single arena avoids that, and our allocations
-/// are few and large, so its lock is not contended. Runs once, the first
-/// time an op produces a tensor — call it earlier, before spawning threads
-/// that allocate, to cover them too; a no-op off glibc.
-pub fn tune_allocator() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        #[cfg(all(target_os = "linux", target_env = "gnu"))]
-        // SAFETY: mallopt only adjusts allocator parameters; it is safe to call at any time.
-        unsafe {
-            libc::mallopt(libc::M_MMAP_MAX, 0);
-            libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
-            libc::mallopt(libc::M_ARENA_MAX, 1);
-        }
-    });
 }

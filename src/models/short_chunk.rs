@@ -10,7 +10,7 @@ use rand::SeedableRng;
 use rand::rngs::Xoshiro256PlusPlus;
 
 use super::heads::{Head, HeadDims, HeadKind};
-use crate::data::audio::{MelConfig, MelSpectrogram};
+use crate::nn::mel::{MelConfig, MelSpectrogram};
 use crate::nn::{BatchNorm, ConvBlock, Ctx, Entry, Module, visit_child};
 use crate::tensor::Tensor;
 

@@ -1,7 +1,9 @@
-//! Layers with named parameters, the [`Module`] trait and checkpoints.
+//! Layers with named parameters, the [`Module`] trait and checkpoints, and
+//! the mel front end of the audio model.
 
 pub mod checkpoint;
 pub mod layers;
+pub mod mel;
 pub mod module;
 pub mod morph;
 

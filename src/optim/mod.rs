@@ -46,7 +46,7 @@ fn for_each_param_with_grad(
             Entry::Buffer(_) | Entry::Counter(_) => return,
         };
         if let Some(g) = grads.get(t) {
-            crate::kernels::keep_workers_warm();
+            crate::runtime::keep_workers_warm();
             t.update(|w| update(name, w, g));
         }
     });

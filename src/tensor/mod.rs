@@ -4,7 +4,8 @@
 //! A tensor is a cheap `Arc` handle: cloning it shares the node. The graph of a
 //! forward pass is nothing more than the `Op`s held by the nodes, each pointing
 //! at its input tensors; it is freed when the last handle to the output drops.
-//! This module knows nothing about how gradients flow; that is `autograd`.
+//! This module knows nothing about how gradients flow or when an op is
+//! recorded; that is `autograd` (which also gives `Tensor` its `backward`).
 
 use std::fmt;
 use std::sync::Arc;
@@ -12,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use ndarray::{ArrayD, IxDyn};
 
-use crate::autograd::{self, Grads, Op};
+use crate::autograd::Op;
 
 /// Identity of a graph node; gradients are keyed by it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -72,18 +73,12 @@ impl Tensor {
         Tensor::new(ArrayD::from_elem(IxDyn(&[]), v))
     }
 
-    /// The result of an op. The op (and with it the inputs it holds) is kept
-    /// only when gradients are being recorded and some input needs one.
-    pub(crate) fn from_op(value: ArrayD<f32>, op: Op) -> Tensor {
-        crate::kernels::tune_allocator();
-        crate::kernels::keep_workers_warm();
-        let record = autograd::is_recording(&op.inputs());
-        Tensor(Arc::new(Node {
-            id: TensorId::fresh(),
-            value: standard(value),
-            op: record.then_some(op),
-            requires_grad: record,
-        }))
+    /// A graph node: `value`, made by `op` (`None` for a result nobody
+    /// differentiates). Ops build theirs with `Tensor::from_op`, which
+    /// decides whether to record (`autograd`).
+    pub(crate) fn node(value: ArrayD<f32>, op: Option<Op>) -> Tensor {
+        let requires_grad = op.is_some();
+        Tensor(Arc::new(Node { id: TensorId::fresh(), value: standard(value), op, requires_grad }))
     }
 
     pub fn id(&self) -> TensorId {
@@ -130,18 +125,6 @@ impl Tensor {
 
     pub(crate) fn op(&self) -> Option<&Op> {
         self.0.op.as_ref()
-    }
-
-    /// Reverse-mode differentiation from this (one-element) tensor: the
-    /// gradient of every leaf that requires one. See [`autograd::backward`].
-    pub fn backward(&self) -> Grads {
-        autograd::backward(self)
-    }
-
-    /// Back-propagate an upstream gradient shaped like `self` (a
-    /// vector-Jacobian product), read in place. See [`autograd::backward_with`].
-    pub fn backward_with(&self, grad: &ArrayD<f32>) -> Grads {
-        autograd::backward_with(self, grad)
     }
 
     /// Change the values of a leaf in place (optimiser steps, pruning,

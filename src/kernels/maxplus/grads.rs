@@ -42,7 +42,7 @@ pub fn grads(
     let jobs = jobs(d, gx.as_mut(), gw.as_mut().map(|gw| (gw, gw_zeroed)), gb.as_deref_mut());
     // Each job is taken, once, by the task that claims its index.
     let jobs: Vec<Mutex<Option<Job>>> = jobs.into_iter().map(|j| Mutex::new(Some(j))).collect();
-    crate::kernels::run_tasks(jobs.len(), |t| match jobs[t].lock().unwrap().take().unwrap() {
+    crate::runtime::run_tasks(jobs.len(), |t| match jobs[t].lock().unwrap().take().unwrap() {
         Job::X(n0, rows) => input_rows(d, winners, g, n0, cleared(rows)),
         Job::W(js, gw, gb) => weight_rows(d, winners, g, js, gw.map(GwRows::zeros), gb),
     });

@@ -283,7 +283,7 @@ unsafe fn forward_simd(isa: Isa, d: Dims, x: &[f32], w: &[f32], bias: Option<&[f
     let copy_x = !out.winners.is_null() && !on_a_line(x);
     // Cleared by a task that finds a NaN or +∞ in W; the others then stop.
     let finite = AtomicBool::new(true);
-    crate::kernels::run_tasks(d.n_out.div_ceil(per_task), |t| {
+    crate::runtime::run_tasks(d.n_out.div_ceil(per_task), |t| {
         if !finite.load(Ordering::Relaxed) {
             return;
         }
@@ -342,7 +342,7 @@ struct Packed {
     /// x as it is, from a 64-byte boundary on (when winners are tracked and
     /// x itself does not start on a line): the winner search reads 16-input
     /// blocks of x's rows, each then one cache line. Under the
-    /// [`LineAligned`](crate::kernels::LineAligned) allocator x is on a line
+    /// [`LineAligned`](crate::runtime::LineAligned) allocator x is on a line
     /// already and is read in place.
     rows: Lined<f32>,
 }

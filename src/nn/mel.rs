@@ -1,4 +1,5 @@
-//! The audio front end of the Short-chunk CNN, as torchaudio computes it:
+//! The audio front end of the Short-chunk CNN — the layer that turns raw
+//! audio into its input — as torchaudio computes it:
 //! `MelSpectrogram(16000, n_fft 512, hop 256, f_max 8000, n_mels 128)` with a
 //! periodic Hann window, centred frames (reflect padding), power 2, HTK mel
 //! filters without normalisation; then `AmplitudeToDB`:
@@ -13,11 +14,6 @@ use std::sync::Arc;
 use rayon::prelude::*;
 use realfft::{RealFftPlanner, RealToComplex};
 
-/// Sample rate of every MTAT clip.
-pub const SAMPLE_RATE: usize = 16_000;
-/// Samples per training chunk (3.69 s).
-pub const CHUNK: usize = 59_049;
-
 /// Settings of the mel front end.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct MelConfig {
@@ -31,7 +27,7 @@ pub struct MelConfig {
 
 impl Default for MelConfig {
     fn default() -> Self {
-        MelConfig { sample_rate: SAMPLE_RATE, n_fft: 512, hop: 256, n_mels: 128, f_min: 0.0, f_max: 8000.0 }
+        MelConfig { sample_rate: 16_000, n_fft: 512, hop: 256, n_mels: 128, f_min: 0.0, f_max: 8000.0 }
     }
 }
 

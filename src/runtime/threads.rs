@@ -2,21 +2,21 @@
 //! the pool, and the other members keep polling for work between ops instead
 //! of going to sleep.
 //!
-//! A rayon worker with nothing to do yields to the OS a few dozen times
-//! (~16 µs here) and then sleeps on a condition variable. Waking it costs the
-//! next parallel region ~30 µs on our KVM guest: the idle vCPU halts, and the
-//! host must schedule it again. A training step is a chain of short parallel
-//! regions separated by short serial stretches (autograd bookkeeping,
-//! allocation, packing), so without care the second core spends much of a
-//! step being woken: a 512×512 max-plus layer's forward + backward at batch
-//! 16 took 196 µs, 135 µs with the workers kept awake. OpenMP runtimes (and
-//! so PyTorch) do the same by default: idle threads spin for a while before
-//! they sleep.
+//! A rayon worker with nothing to do yields to the OS a few dozen times and
+//! then sleeps on a condition variable. Waking it costs the next parallel
+//! region a trip through the OS scheduler (on a virtual machine, through the
+//! host's too: the idle vCPU halts). A training step is a chain of short
+//! parallel regions separated by short serial stretches (autograd
+//! bookkeeping, allocation, packing), so without care the other cores spend
+//! much of a step being woken — for a small layer, longer than its work.
+//! OpenMP runtimes (and so PyTorch) do the same by default: idle threads
+//! spin for a while before they sleep.
 //!
 //! The thread that runs ops (the *driver*: `main` after
-//! [`adopt_calling_thread`], each run of an experiment grid while it holds
-//! [`drive_from_current_thread`]'s guard) calls
-//! [`keep_workers_warm`] as ops complete. That sends every other worker of
+//! [`super::init`] or [`adopt_calling_thread`], each run of an experiment
+//! grid while it holds [`drive_from_current_thread`]'s guard) calls
+//! [`keep_workers_warm`] as ops complete (tensor ops, the backward pass and
+//! the optimisers do; on any other thread the call does nothing). That sends every other worker of
 //! its pool a job that polls the pool for work — running any it finds, as
 //! rayon's own idle loop would — until it has found none for the spin time
 //! (`MORPHGRAD_SPIN_US` microseconds, default 1000; `0` turns spinning off).
@@ -38,10 +38,10 @@ use std::time::{Duration, Instant};
 /// `RAYON_NUM_THREADS` threads, or one per core) and, for the rest of its
 /// life, the driver of its ops (see [`drive_from_current_thread`]). Without
 /// it, every parallel op called from a thread outside the pool hands its work
-/// to a pool thread and sleeps until it is done: two context switches per op,
-/// tens of µs — more than a sparse max-plus layer's whole forward pass. Call
-/// it once at the start of `main`, before anything uses rayon (the CLI and
-/// the benches do); returns false if the global pool already existed.
+/// to a pool thread and sleeps until it is done: two context switches per
+/// op, more than a small layer's whole forward pass. Part of
+/// [`super::init`]; call it once at the start of `main`, before anything
+/// uses rayon. Returns false if the global pool already existed.
 pub fn adopt_calling_thread() -> bool {
     DRIVER.with(|d| d.set(true));
     rayon::ThreadPoolBuilder::new().use_current_thread().build_global().is_ok()
