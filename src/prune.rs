@@ -44,6 +44,13 @@ pub struct HeadPrune {
     pub layers: Vec<LayerPrune>,
 }
 
+impl HeadPrune {
+    /// Measured sparsity by layer name.
+    pub fn sparsity(&self) -> std::collections::BTreeMap<String, f64> {
+        self.layers.iter().map(|l| (l.layer.clone(), l.sparsity)).collect()
+    }
+}
+
 /// `k = min(floor(r·numel) + extra, numel)`, rejecting ratios outside [0, 1].
 pub fn count(ratio: f64, extra: usize, numel: usize) -> Result<usize> {
     if !(0.0..=1.0).contains(&ratio) {

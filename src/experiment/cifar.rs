@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::time::Instant;
 
 use anyhow::{Result, bail};
 use indicatif::ProgressBar;
@@ -13,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::plan::{Plan, StepCost, seconds_per_call};
 use super::run_dir::{Meta, RunDir};
+use super::trainer::{self, Epoch, Task};
 use super::{Protocol, RunId, RunRecord};
 use crate::autograd::no_grad;
 use crate::data::cifar::ImageSet;
@@ -21,7 +21,6 @@ use crate::models::{CifarConfig, CifarNet, Head, HeadKind};
 use crate::nn::{Ctx, ModuleExt};
 use crate::ops;
 use crate::optim::{Adam, Optimizer};
-use crate::prune::prune_head;
 use crate::tensor::Tensor;
 
 /// Every setting that decides the numbers of a CIFAR-10 run (stored in
@@ -179,12 +178,6 @@ impl RunRecord for CifarRun {
     }
 }
 
-/// Per-step dropout seed: a pure function of (run seed, epoch, step), so a
-/// resumed run draws exactly the masks of an uninterrupted one.
-fn step_seed(seed: u64, epoch: usize, step: usize) -> u64 {
-    seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ ((epoch as u64) << 32) ^ step as u64
-}
-
 /// Mean cross-entropy and number of correct predictions, eval mode.
 pub fn evaluate(model: &mut CifarNet, set: &ImageSet) -> Result<(f64, usize)> {
     let (mut loss, mut correct) = (0.0f64, 0usize);
@@ -218,85 +211,78 @@ fn percent(correct: usize, n: usize) -> f64 {
     100.0 * correct as f64 / n.max(1) as f64
 }
 
-/// Train one (head, seed) run in `dir`, resuming from its checkpoint if one
-/// exists, then evaluate and prune.
-pub fn run(
-    p: &CifarProtocol,
-    data: &CifarSplits,
-    head: HeadKind,
-    seed: u64,
-    dir: &RunDir,
-    bar: &ProgressBar,
-) -> Result<CifarRun> {
-    let config = CifarConfig {
-        head,
-        channels: p.channels,
-        hidden: p.hidden,
-        classes: 10,
-        sparse_k: p.sparse_k,
-        dropout: p.dropout,
-    };
-    let mut model = CifarNet::new(config, seed);
-    let mut opt = Adam::new(p.lr, 0.0);
-    let (mut epochs, mut best_correct, mut best_epoch) = (Vec::new(), -1i64, 0usize);
-    if let Some(meta) = dir.load_checkpoint(&mut model, &mut opt)? {
-        let done = meta["epochs_done"] as usize;
-        epochs = dir.read_log::<EpochLog>(done)?;
-        best_correct = meta["best_correct"];
-        best_epoch = meta["best_epoch"] as usize;
+/// The CIFAR-10 specifics of the common training loop: cross-entropy on a
+/// batch of images, validation accuracy as the score (the best model is the
+/// most accurate on validation), Adam throughout.
+struct CifarTask<'a> {
+    p: &'a CifarProtocol,
+    data: &'a CifarSplits,
+}
+
+impl Task for CifarTask<'_> {
+    type Model = CifarNet;
+    type Log = EpochLog;
+
+    fn n_train(&self) -> usize {
+        self.data.train.len()
     }
-    let steps = p.train_steps(data.train.len());
-    bar.set_length((steps * p.epochs) as u64);
-    bar.set_position((steps * epochs.len()) as u64);
-    for epoch in epochs.len() + 1..=p.epochs {
-        let t0 = Instant::now();
-        let mut order: Vec<usize> = (0..data.train.len()).collect();
-        order
-            .shuffle(&mut Xoshiro256PlusPlus::seed_from_u64(seed ^ (epoch as u64).wrapping_mul(0xA24B_AED4_963E_E407)));
-        let mut loss_sum = 0.0f64;
-        for (step, idx) in order.chunks(p.batch_size).take(steps).enumerate() {
-            let (x, labels) = data.train.batch(idx);
-            let logits = model.forward(&Tensor::new(x), &mut Ctx::train(step_seed(seed, epoch, step)))?;
-            let loss = ops::cross_entropy(&logits, &labels);
-            let grads = loss.backward();
-            opt.step(&mut model, &grads);
-            loss_sum += loss.item() as f64;
-            bar.inc(1);
-            if step % 10 == 0 {
-                bar.set_message(format!("{head} seed {seed} epoch {epoch} loss {:.3}", loss.item()));
-            }
-        }
-        let seconds = t0.elapsed().as_secs_f64();
-        let (val_loss, correct) = evaluate(&mut model, &data.val)?;
-        epochs.push(EpochLog {
-            epoch,
-            train_loss: loss_sum / steps as f64,
+
+    fn batch_size(&self) -> usize {
+        self.p.batch_size
+    }
+
+    fn epochs(&self) -> usize {
+        self.p.epochs
+    }
+
+    fn optimizer(&self, _phase: usize) -> Box<dyn Optimizer + Send> {
+        Box::new(Adam::new(self.p.lr, 0.0))
+    }
+
+    fn step(&self, model: &mut CifarNet, opt: &mut dyn Optimizer, batch: &[usize], seed: u64) -> Result<f64> {
+        let (x, labels) = self.data.train.batch(batch);
+        let logits = model.forward(&Tensor::new(x), &mut Ctx::train(seed))?;
+        let loss = ops::cross_entropy(&logits, &labels);
+        let grads = loss.backward();
+        opt.step(model, &grads);
+        Ok(loss.item() as f64)
+    }
+
+    fn validate(&self, model: &mut CifarNet, e: &Epoch) -> Result<(f64, EpochLog)> {
+        let (val_loss, correct) = evaluate(model, &self.data.val)?;
+        let log = EpochLog {
+            epoch: e.epoch,
+            train_loss: e.train_loss,
             val_loss,
-            val_acc: percent(correct, data.val.len()),
-            seconds,
-            images_per_s: (steps * p.batch_size) as f64 / seconds,
-            threads: rayon::current_num_threads(),
-        });
-        if correct as i64 > best_correct {
-            best_correct = correct as i64;
-            best_epoch = epoch;
-            dir.save_best(&mut model)?;
-        }
-        dir.write_log(&epochs)?;
-        let meta: Meta =
-            [("epochs_done", epoch as i64), ("best_correct", best_correct), ("best_epoch", best_epoch as i64)]
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v))
-                .collect();
-        dir.save_checkpoint(&mut model, &opt, &meta)?;
+            val_acc: percent(correct, self.data.val.len()),
+            seconds: e.seconds,
+            images_per_s: (e.steps * self.p.batch_size) as f64 / e.seconds,
+            threads: e.threads,
+        };
+        Ok((correct as f64, log))
     }
-    bar.set_message(format!("{head} seed {seed}: testing and pruning"));
-    let result = finish(p, data, config, seed, dir, epochs, best_epoch)?;
-    bar.finish_with_message(format!("{head} seed {seed}: test {:.2}%", result.unpruned_test_acc));
-    Ok(result)
+
+    fn best_to_meta(&self, score: f64) -> (&'static str, i64) {
+        ("best_correct", score as i64)
+    }
+
+    fn best_from_meta(&self, meta: &Meta) -> f64 {
+        meta["best_correct"] as f64
+    }
 }
 
 impl CifarProtocol {
+    fn config(&self, head: HeadKind) -> CifarConfig {
+        CifarConfig {
+            head,
+            channels: self.channels,
+            hidden: self.hidden,
+            classes: 10,
+            sparse_k: self.sparse_k,
+            dropout: self.dropout,
+        }
+    }
+
     /// Optimiser steps per epoch: every full batch, and a last partial one
     /// unless it would hold a single image (train-mode BatchNorm needs two).
     pub fn train_steps(&self, n: usize) -> usize {
@@ -305,56 +291,62 @@ impl CifarProtocol {
     }
 }
 
-/// Test the best model, then each pruned copy. The backbone is untouched by
-/// pruning, so its test features are computed once and only the head runs
-/// per grid point.
-fn finish(
+/// Train one (head, seed) run in `dir`, resuming from its checkpoint if one
+/// exists; then test the best model and every pruned copy of it. The
+/// backbone is untouched by pruning, so its test features are computed once
+/// and only the head runs per grid point.
+pub fn run(
     p: &CifarProtocol,
     data: &CifarSplits,
-    config: CifarConfig,
+    head: HeadKind,
     seed: u64,
     dir: &RunDir,
-    epochs: Vec<EpochLog>,
-    best_epoch: usize,
+    bar: &ProgressBar,
 ) -> Result<CifarRun> {
-    let best = dir.best_state()?;
-    let mut model = CifarNet::new(config, seed);
-    model.load_state_dict(&best)?;
+    let label = format!("{head} seed {seed}");
+    let mut model = CifarNet::new(p.config(head), seed);
+    let trained = trainer::train(&CifarTask { p, data }, &mut model, seed, dir, bar, &label)?;
+    bar.set_message(format!("{label}: testing and pruning"));
+    let (mut model, best) = trainer::best_model(dir, || CifarNet::new(p.config(head), seed))?;
     let labels: Vec<usize> = data.test.labels.iter().map(|&l| l as usize).collect();
-    let features = no_grad(|| -> Result<Tensor> {
-        let mut parts = Vec::new();
-        for chunk in (0..data.test.len()).collect::<Vec<_>>().chunks(256) {
-            parts.push(model.features(&Tensor::new(data.test.batch(chunk).0), &Ctx::eval()));
-        }
-        Ok(Tensor::concat(&parts, 0))
-    })?;
-    let head_acc = |head: &mut Head| -> f64 {
-        let logits = no_grad(|| head.forward(&features, &mut Ctx::eval()));
-        percent(count_correct(&logits, &labels), labels.len())
+    let features = no_grad(|| {
+        let chunks: Vec<Vec<usize>> =
+            (0..data.test.len()).collect::<Vec<_>>().chunks(256).map(<[usize]>::to_vec).collect();
+        let parts: Vec<Tensor> =
+            chunks.iter().map(|c| model.features(&Tensor::new(data.test.batch(c).0), &Ctx::eval())).collect();
+        Tensor::concat(&parts, 0)
+    });
+    let head_acc = |h: &mut Head| -> Result<f64> {
+        let logits = no_grad(|| h.forward(&features, &mut Ctx::eval()));
+        Ok(percent(count_correct(&logits, &labels), labels.len()))
     };
-    let unpruned_test_acc = head_acc(&mut model.head);
-    let first_layer_abs_weights = first_layer_histogram(&model.head);
-    let mut pruned = Vec::new();
-    if config.head != HeadKind::Zhang {
-        for &r2 in &p.ratios {
-            for &r1 in &p.ratios {
-                let mut m = CifarNet::new(config, seed);
-                m.load_state_dict(&best)?;
-                let report = prune_head(&mut m.head, r1, r2)?;
-                let sparsity = report.layers.iter().map(|l| (l.layer.clone(), l.sparsity)).collect();
-                pruned.push(PrunedRun { r1, r2, params: report.params, test_acc: head_acc(&mut m.head), sparsity });
-            }
-        }
-    }
-    Ok(CifarRun {
-        head: config.head.id(),
+    let unpruned_test_acc = head_acc(&mut model.head)?;
+    let fresh_head = || -> Result<Head> {
+        let mut m = CifarNet::new(p.config(head), seed);
+        m.load_state_dict(&best)?;
+        Ok(m.head)
+    };
+    let pruned = trainer::prune_grid(head, &p.ratios, fresh_head, head_acc)?
+        .into_iter()
+        .map(|g| PrunedRun {
+            r1: g.r1,
+            r2: g.r2,
+            params: g.report.params,
+            test_acc: g.metrics,
+            sparsity: g.report.sparsity(),
+        })
+        .collect();
+    let result = CifarRun {
+        head: head.id(),
         seed,
-        epochs,
-        best_epoch,
+        epochs: trained.epochs,
+        best_epoch: trained.best_epoch,
         unpruned_test_acc,
         pruned,
-        first_layer_abs_weights,
-    })
+        first_layer_abs_weights: first_layer_histogram(&model.head),
+    };
+    bar.finish_with_message(format!("{label}: test {:.2}%", result.unpruned_test_acc));
+    Ok(result)
 }
 
 /// 60-bin histogram of `|w|` over the first head layer (both maxout branches).

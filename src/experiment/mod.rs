@@ -28,6 +28,7 @@ pub mod plots;
 pub mod report;
 pub mod run_dir;
 pub mod stats;
+pub mod trainer;
 
 /// What the grid, the shared output folder and `report` need of an
 /// experiment's protocol.

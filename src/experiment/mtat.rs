@@ -6,18 +6,17 @@
 //! macro ROC-AUC and PR-AUC. Then the head is pruned over the r1 × r2 grid.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
 
 use anyhow::{Result, bail};
 use indicatif::ProgressBar;
 use ndarray::{ArrayD, IxDyn};
-use rand::seq::SliceRandom;
 use rand::{SeedableRng, rngs::Xoshiro256PlusPlus};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::plan::{Plan, StepCost, seconds_per_call};
 use super::run_dir::{Meta, RunDir};
+use super::trainer::{self, Epoch, Task};
 use super::{Protocol, RunId, RunRecord};
 use crate::autograd::no_grad;
 use crate::data::identity::DataId;
@@ -28,7 +27,6 @@ use crate::models::{Head, HeadKind, ShortChunkCnn, ShortChunkConfig};
 use crate::nn::{Ctx, ModuleExt};
 use crate::ops;
 use crate::optim::{Adam, Optimizer, Sgd};
-use crate::prune::prune_head;
 use crate::tensor::Tensor;
 
 /// Every setting that decides the numbers of an MTAT run (stored in
@@ -202,12 +200,99 @@ fn auc(data: &Mtat, clips: &[Clip], probs: &[f32]) -> Result<(f64, f64)> {
     Ok((m.roc_auc, m.pr_auc))
 }
 
-fn step_seed(seed: u64, epoch: usize, step: usize) -> u64 {
-    seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ ((epoch as u64) << 32) ^ step as u64
+/// The MTAT specifics of the common training loop: BCE on one random chunk
+/// per clip, validation loss as the score (the best model has the lowest),
+/// Adam then SGD phases, each new phase from the best model so far.
+struct MtatTask<'a> {
+    p: &'a MtatProtocol,
+    data: &'a Mtat,
+}
+
+impl Task for MtatTask<'_> {
+    type Model = ShortChunkCnn;
+    type Log = MtatEpochLog;
+
+    fn n_train(&self) -> usize {
+        self.data.train.len()
+    }
+
+    fn batch_size(&self) -> usize {
+        self.p.batch_size
+    }
+
+    fn epochs(&self) -> usize {
+        self.p.total_epochs()
+    }
+
+    fn phase_of(&self, epoch: usize) -> usize {
+        self.p.phase_of(epoch)
+    }
+
+    fn optimizer(&self, phase: usize) -> Box<dyn Optimizer + Send> {
+        self.p.optimizer(phase)
+    }
+
+    /// Leaving Adam starts SGD afresh; later phases keep SGD's momentum and
+    /// lower its learning rate.
+    fn change_phase(&self, from: usize, to: usize, opt: &mut Box<dyn Optimizer + Send>) {
+        if from == 0 {
+            *opt = self.p.optimizer(to);
+        }
+        opt.set_lr(self.p.lr_of(to));
+    }
+
+    /// Each clip of the batch gives one random chunk, drawn from the step's
+    /// seed and the clip's place in the batch.
+    fn step(&self, model: &mut ShortChunkCnn, opt: &mut dyn Optimizer, batch: &[usize], seed: u64) -> Result<f64> {
+        let data = self.data;
+        let chunks: Vec<Vec<f32>> = batch
+            .par_iter()
+            .enumerate()
+            .map(|(k, &i)| {
+                let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed ^ (k as u64).wrapping_mul(31));
+                data.random_chunk(&data.train[i], &mut rng)
+            })
+            .collect::<Result<_>>()?;
+        let wav = Tensor::new(ArrayD::from_shape_vec(IxDyn(&[batch.len(), CHUNK]), chunks.concat())?);
+        let target: Vec<f32> = batch.iter().flat_map(|&i| data.labels_of(&data.train[i]).iter().copied()).collect();
+        let target = Tensor::new(ArrayD::from_shape_vec(IxDyn(&[batch.len(), data.n_tags]), target)?);
+        let out = model.forward(&wav, &mut Ctx::train(seed))?;
+        let loss = ops::binary_cross_entropy(&out, &target);
+        let grads = loss.backward();
+        opt.step(model, &grads);
+        Ok(loss.item() as f64)
+    }
+
+    fn validate(&self, model: &mut ShortChunkCnn, e: &Epoch) -> Result<(f64, MtatEpochLog)> {
+        let (val_loss, probs) = evaluate(model, self.data, &self.data.valid)?;
+        let (val_roc_auc, val_pr_auc) = auc(self.data, &self.data.valid, &probs)?;
+        let log = MtatEpochLog {
+            epoch: e.epoch,
+            phase: if e.phase == 0 { "adam".into() } else { format!("sgd{}", e.phase) },
+            lr: self.p.lr_of(e.phase),
+            train_loss: e.train_loss,
+            val_loss,
+            val_roc_auc,
+            val_pr_auc,
+            seconds: e.seconds,
+            clips_per_s: self.data.train.len() as f64 / e.seconds,
+            threads: e.threads,
+        };
+        Ok((-val_loss, log))
+    }
+
+    fn best_to_meta(&self, score: f64) -> (&'static str, i64) {
+        ("best_loss_bits", (-score).to_bits() as i64)
+    }
+
+    fn best_from_meta(&self, meta: &Meta) -> f64 {
+        -f64::from_bits(meta["best_loss_bits"] as u64)
+    }
 }
 
 /// Train one (head, seed) run in `dir` (resuming from its checkpoint), then
-/// test and prune.
+/// test the best model and every pruned copy of it; the backbone's test
+/// features are computed once.
 pub fn run(
     p: &MtatProtocol,
     data: &Mtat,
@@ -216,124 +301,11 @@ pub fn run(
     dir: &RunDir,
     bar: &ProgressBar,
 ) -> Result<MtatRun> {
+    let label = format!("{head} seed {seed}");
     let mut model = ShortChunkCnn::new(p.model_config(head), seed);
-    let mut phase = 0;
-    let mut opt = p.optimizer(0);
-    let (mut epochs, mut best_loss, mut best_epoch) = (Vec::new(), f64::INFINITY, 0usize);
-    // Resume: the checkpoint's phase decides which optimiser its state belongs to.
-    let ckpt_phase = {
-        let probe = crate::nn::checkpoint::load_npz(&dir.path.join("checkpoint.npz")).ok();
-        probe.and_then(|sd| match sd.get("meta.phase") {
-            Some(crate::nn::StateValue::I64(a)) => a.iter().next().map(|&v| v as usize),
-            _ => None,
-        })
-    };
-    if let Some(ph) = ckpt_phase {
-        phase = ph;
-        opt = p.optimizer(ph);
-        let meta = dir.load_checkpoint(&mut model, opt.as_mut())?.expect("checkpoint exists");
-        epochs = dir.read_log::<MtatEpochLog>(meta["epochs_done"] as usize)?;
-        best_loss = f64::from_bits(meta["best_loss_bits"] as u64);
-        best_epoch = meta["best_epoch"] as usize;
-        opt.set_lr(p.lr_of(phase));
-    }
-    let steps = p.n_train.div_ceil(p.batch_size).max(1);
-    bar.set_length((steps * p.total_epochs()) as u64);
-    bar.set_position((steps * epochs.len()) as u64);
-    for epoch in epochs.len() + 1..=p.total_epochs() {
-        let ph = p.phase_of(epoch);
-        if ph != phase {
-            // A new phase starts from the best model so far.
-            dir.load_best(&mut model)?;
-            if phase == 0 {
-                opt = p.optimizer(ph);
-            }
-            opt.set_lr(p.lr_of(ph));
-            phase = ph;
-        }
-        let t0 = Instant::now();
-        let mut order: Vec<usize> = (0..data.train.len()).collect();
-        order
-            .shuffle(&mut Xoshiro256PlusPlus::seed_from_u64(seed ^ (epoch as u64).wrapping_mul(0xA24B_AED4_963E_E407)));
-        let mut loss_sum = 0.0f64;
-        for (step, idx) in order.chunks(p.batch_size).enumerate() {
-            if idx.len() < 2 {
-                continue; // train-mode BatchNorm needs two examples
-            }
-            let chunks: Vec<Vec<f32>> = idx
-                .par_iter()
-                .enumerate()
-                .map(|(k, &i)| {
-                    let mut rng =
-                        Xoshiro256PlusPlus::seed_from_u64(step_seed(seed, epoch, step) ^ (k as u64).wrapping_mul(31));
-                    data.random_chunk(&data.train[i], &mut rng)
-                })
-                .collect::<Result<_>>()?;
-            let wav = Tensor::new(ArrayD::from_shape_vec(IxDyn(&[idx.len(), CHUNK]), chunks.concat())?);
-            let target: Vec<f32> = idx.iter().flat_map(|&i| data.labels_of(&data.train[i]).iter().copied()).collect();
-            let target = Tensor::new(ArrayD::from_shape_vec(IxDyn(&[idx.len(), data.n_tags]), target)?);
-            let out = model.forward(&wav, &mut Ctx::train(step_seed(seed, epoch, step)))?;
-            let loss = ops::binary_cross_entropy(&out, &target);
-            let grads = loss.backward();
-            opt.step(&mut model, &grads);
-            loss_sum += loss.item() as f64;
-            bar.inc(1);
-            if step % 5 == 0 {
-                bar.set_message(format!("{head} seed {seed} epoch {epoch} loss {:.4}", loss.item()));
-            }
-        }
-        let seconds = t0.elapsed().as_secs_f64();
-        let (val_loss, probs) = evaluate(&mut model, data, &data.valid)?;
-        let (val_roc_auc, val_pr_auc) = auc(data, &data.valid, &probs)?;
-        epochs.push(MtatEpochLog {
-            epoch,
-            phase: if phase == 0 { "adam".into() } else { format!("sgd{}", phase) },
-            lr: p.lr_of(phase),
-            train_loss: loss_sum / steps as f64,
-            val_loss,
-            val_roc_auc,
-            val_pr_auc,
-            seconds,
-            clips_per_s: data.train.len() as f64 / seconds,
-            threads: rayon::current_num_threads(),
-        });
-        if val_loss < best_loss {
-            best_loss = val_loss;
-            best_epoch = epoch;
-            dir.save_best(&mut model)?;
-        }
-        dir.write_log(&epochs)?;
-        let meta: Meta = [
-            ("epochs_done", epoch as i64),
-            ("phase", phase as i64),
-            ("best_epoch", best_epoch as i64),
-            ("best_loss_bits", best_loss.to_bits() as i64),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect();
-        dir.save_checkpoint(&mut model, opt.as_ref(), &meta)?;
-    }
-    bar.set_message(format!("{head} seed {seed}: testing and pruning"));
-    let result = finish(p, data, head, seed, dir, epochs, best_epoch)?;
-    bar.finish_with_message(format!("{head} seed {seed}: test ROC-AUC {:.4}", result.test_roc_auc));
-    Ok(result)
-}
-
-/// Test the best model and every pruned copy; the backbone's test features
-/// are computed once.
-fn finish(
-    p: &MtatProtocol,
-    data: &Mtat,
-    head: HeadKind,
-    seed: u64,
-    dir: &RunDir,
-    epochs: Vec<MtatEpochLog>,
-    best_epoch: usize,
-) -> Result<MtatRun> {
-    let best = dir.best_state()?;
-    let mut model = ShortChunkCnn::new(p.model_config(head), seed);
-    model.load_state_dict(&best)?;
+    let trained = trainer::train(&MtatTask { p, data }, &mut model, seed, dir, bar, &label)?;
+    bar.set_message(format!("{label}: testing and pruning"));
+    let (mut model, best) = trainer::best_model(dir, || ShortChunkCnn::new(p.model_config(head), seed))?;
     let features = no_grad(|| -> Result<Tensor> {
         let mut parts = Vec::new();
         for clip in &data.test {
@@ -349,20 +321,33 @@ fn finish(
         auc(data, &data.test, per_clip.data())
     };
     let (test_roc_auc, test_pr_auc) = metrics_of(&mut model.head)?;
-    let mut pruned = Vec::new();
-    if head != HeadKind::Zhang {
-        for &r2 in &p.ratios {
-            for &r1 in &p.ratios {
-                let mut m = ShortChunkCnn::new(p.model_config(head), seed);
-                m.load_state_dict(&best)?;
-                let report = prune_head(&mut m.head, r1, r2)?;
-                let (roc_auc, pr_auc) = metrics_of(&mut m.head)?;
-                let sparsity = report.layers.iter().map(|l| (l.layer.clone(), l.sparsity)).collect();
-                pruned.push(MtatPruned { r1, r2, params: report.params, roc_auc, pr_auc, sparsity });
-            }
-        }
-    }
-    Ok(MtatRun { head: head.id(), seed, epochs, best_epoch, test_roc_auc, test_pr_auc, pruned })
+    let fresh_head = || -> Result<Head> {
+        let mut m = ShortChunkCnn::new(p.model_config(head), seed);
+        m.load_state_dict(&best)?;
+        Ok(m.head)
+    };
+    let pruned = trainer::prune_grid(head, &p.ratios, fresh_head, metrics_of)?
+        .into_iter()
+        .map(|g| MtatPruned {
+            r1: g.r1,
+            r2: g.r2,
+            params: g.report.params,
+            roc_auc: g.metrics.0,
+            pr_auc: g.metrics.1,
+            sparsity: g.report.sparsity(),
+        })
+        .collect();
+    let result = MtatRun {
+        head: head.id(),
+        seed,
+        epochs: trained.epochs,
+        best_epoch: trained.best_epoch,
+        test_roc_auc,
+        test_pr_auc,
+        pruned,
+    };
+    bar.finish_with_message(format!("{label}: test ROC-AUC {:.4}", result.test_roc_auc));
+    Ok(result)
 }
 
 /// Parse `--epochs A,B,C,D`: epochs of Adam, then of SGD at 1e-3, 1e-4, 1e-5.

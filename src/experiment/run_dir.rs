@@ -72,14 +72,17 @@ impl RunDir {
         let sd = load_npz(&path)?;
         model.load_state_dict(&sub_dict(&sd, "model")).with_context(|| format!("resuming from {}", path.display()))?;
         opt.load_state_dict(&sub_dict(&sd, "optimizer"))?;
-        let meta = sub_dict(&sd, "meta")
-            .into_iter()
-            .filter_map(|(k, v)| match v {
-                StateValue::I64(a) => a.iter().next().map(|&x| (k, x)),
-                StateValue::F32(_) => None,
-            })
-            .collect();
-        Ok(Some(meta))
+        Ok(Some(meta_of(&sd)))
+    }
+
+    /// The counters of the last checkpoint, without restoring it (to choose
+    /// the optimiser its state belongs to); `None` when there is none.
+    pub fn checkpoint_meta(&self) -> Result<Option<Meta>> {
+        let path = self.file("checkpoint.npz");
+        if !path.exists() {
+            return Ok(None);
+        }
+        Ok(Some(meta_of(&load_npz(&path)?)))
     }
 
     pub fn save_best(&self, model: &mut dyn Module) -> Result<()> {
@@ -198,6 +201,17 @@ impl RunDir {
             self.file("claim").display()
         )
     }
+}
+
+/// The `meta.*` counters of a checkpoint's state dict.
+fn meta_of(sd: &StateDict) -> Meta {
+    sub_dict(sd, "meta")
+        .into_iter()
+        .filter_map(|(k, v)| match v {
+            StateValue::I64(a) => a.iter().next().map(|&x| (k, x)),
+            StateValue::F32(_) => None,
+        })
+        .collect()
 }
 
 /// The seal of a run: SHA-256 of its JSON in canonical form (keys sorted,
