@@ -5,11 +5,11 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use morphgrad::experiment::cifar::{self, CifarProtocol, CifarSource};
 use morphgrad::experiment::grid::{Grid, Outcome, Parallelism, Shard, parse_seeds};
-use morphgrad::experiment::mtat::{self, MtatProtocol};
+use morphgrad::experiment::mtat::{self, MtatProtocol, MtatSource};
 use morphgrad::experiment::plan::{self, Plan};
 use morphgrad::experiment::{self as exp, Reproduced, report};
 use morphgrad::models::HeadKind;
@@ -310,7 +310,6 @@ fn mtat_protocol(a: &MtatArgs) -> Result<MtatProtocol> {
 }
 
 fn reproduce_mtat(a: MtatArgs) -> Result<()> {
-    use morphgrad::data::mtat::Mtat;
     let mut protocol = mtat_protocol(&a)?;
     let grid = a.grid.grid("relu,maxout,dense-morph-nobn,sparse-morph")?;
     let shard = a.grid.shard()?;
@@ -328,52 +327,13 @@ fn reproduce_mtat(a: MtatArgs) -> Result<()> {
         return dry_run(&protocol, &what, &grid, &a.grid, &out, a.data.as_ref());
     }
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
-    let (root, source, format) = match &a.data {
-        Some(p) => {
-            (p.clone(), p.display().to_string(), "MTAT reference layout (split files, binary.npy, npy clips)".into())
-        }
-        None => {
-            let dir = out.join("synthetic-data");
-            let counts: Vec<usize> = a
-                .synthetic_clips
-                .split(',')
-                .map(|s| {
-                    s.trim().parse().map_err(|_| anyhow::anyhow!("--synthetic-clips takes train,valid,test counts"))
-                })
-                .collect::<Result<_>>()?;
-            anyhow::ensure!(
-                counts.len() == 3 && counts.iter().all(|&c| c >= 2),
-                "--synthetic-clips takes three counts >= 2"
-            );
-            anyhow::ensure!(
-                a.synthetic_seconds >= 3.7,
-                "--synthetic-seconds must cover a 59049-sample chunk (>= 3.7 s)"
-            );
-            if !dir.join("split/test.npy").exists() {
-                eprintln!("writing synthetic MTAT-like clips to {} ...", dir.display());
-                let samples = (a.synthetic_seconds * morphgrad::data::mtat::SAMPLE_RATE as f32) as usize;
-                morphgrad::data::synthetic::mtat_like(&dir, counts[0], counts[1], counts[2], samples, 2025)?;
-            }
-            let format =
-                format!("synthetic MTAT-like clips ({}, {} s each, seed 2025)", a.synthetic_clips, a.synthetic_seconds);
-            (dir, "synthetic".to_string(), format)
-        }
+    let source = match &a.data {
+        Some(p) => MtatSource::Path(p.clone()),
+        None => MtatSource::synthetic(&a.synthetic_clips, a.synthetic_seconds, &out.join("synthetic-data"))?,
     };
-    let data = Mtat::load(&root)?;
-    protocol.data = morphgrad::data::identity::DataId {
-        source,
-        format,
-        counts: [
-            ("train", data.train.len()),
-            ("valid", data.valid.len()),
-            ("test", data.test.len()),
-            ("tags", data.n_tags),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect(),
-        sha256: data.fingerprint(),
-    };
+    let typed = a.data.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
+    let (id, data) = source.load(&typed)?;
+    protocol.data = id;
     (protocol.n_train, protocol.n_valid, protocol.n_test, protocol.n_tags) =
         (data.train.len(), data.valid.len(), data.test.len(), data.n_tags);
     let par = layout(&a.grid, &grid, shard)?;
@@ -434,64 +394,12 @@ fn dry_run<P: Plan>(
     out: &std::path::Path,
     data: Option<&PathBuf>,
 ) -> Result<()> {
-    let runs = grid.runs().len();
-    let cores = Parallelism::cores();
-    let head = grid.heads[0];
-    println!(
-        "{}: {} heads × {} seeds = {runs} runs; {what}.\nTiming {head} (the heads differ little: the backbone \
-         dominates) on this machine, {cores} cores:",
-        P::EXPERIMENT,
-        grid.heads.len(),
-        grid.seeds.len()
-    );
-    let layouts = plan::layouts(p, head, runs, cores)?;
-    let auto = Parallelism::choose_for("auto", runs, cores)?;
-    for l in &layouts {
-        println!(
-            "  --jobs {}: {} run(s) side by side × {} thread(s): {:.3} s per training step, {:.2} ms per evaluated \
-             item -> {} per run, {} for the grid{}",
-            l.par.jobs,
-            l.par.jobs,
-            l.par.threads_per_job,
-            l.cost.step,
-            l.cost.eval_item * 1e3,
-            plan::fmt_hours(l.hours_per_run),
-            plan::fmt_hours(l.hours_total),
-            if l.par == auto { " (what --jobs auto picks)" } else { "" }
-        );
-    }
-    // Amdahl's fit needs one run alone on one thread; the busy layout has every core taken.
-    let busy = layouts.last().expect("a layout");
-    let alone = match cores {
-        1 => busy.clone(),
-        _ => plan::measure(p, head, Parallelism { jobs: 1, threads_per_job: 1 }, runs)?,
-    };
-    let f = plan::serial_fraction(alone.hours_per_run, layouts[0].hours_per_run, cores);
-    let machines = g.machines.unwrap_or(1);
-    let per_machine = g.cores_per_machine.unwrap_or(cores);
-    if machines == 0 || per_machine == 0 {
-        bail!("--machines and --cores-per-machine must be at least 1");
-    }
-    let c = plan::cluster(alone.hours_per_run, busy.hours_per_run, f, runs, machines, per_machine);
-    println!(
-        "  one run alone on 1 thread: {} per run\n{machines} machine(s) × {per_machine} cores (cores as fast as these; \
-         threads scale by Amdahl's law, serial fraction {f:.2} fitted here): {} thread(s) per run, {} runs at a time \
-         -> {} per run, {} for the grid",
-        plan::fmt_hours(alone.hours_per_run),
-        c.threads,
-        c.concurrent,
-        plan::fmt_hours(c.hours_per_run),
-        plan::fmt_hours(c.hours_total)
-    );
     let mut env = format!("OUT={}", out.display());
     if let Some(d) = data {
         env = format!("DATA={} {env}", d.display());
     }
     env.push_str(&format!(" ARGS='{}'", passthrough_args().join(" ")));
-    println!(
-        "Slurm, one array task per run and the report after them (docs/cluster/README.md):\n{}",
-        plan::sbatch_lines(P::EXPERIMENT, runs, &c, &env)
-    );
+    print!("{}", plan::dry_run(p, what, grid, g.machines, g.cores_per_machine, &env)?);
     Ok(())
 }
 

@@ -139,62 +139,108 @@ pub fn mtat_like(
 
 /// One clip and its 0/1 tag vector.
 fn synth_clip(samples: usize, rng: &mut impl Rng) -> (Vec<f32>, Vec<f32>) {
-    let sr = super::mtat::SAMPLE_RATE as f32;
-    let mut tags = vec![0.0f32; SYNTH_TAGS.len()];
-    let mut on = |name: &str| tags[SYNTH_TAGS.iter().position(|t| *t == name).expect("known tag")] = 1.0;
-    let mut u = || rng.random::<f32>();
-    let register = (u() * 3.0) as usize;
-    let f0 = match register {
-        0 => 80.0 + 80.0 * u(),
-        1 => 200.0 + 300.0 * u(),
-        _ => 800.0 + 1200.0 * u(),
-    };
-    on(["low-pitch", "mid-pitch", "high-pitch"][register.min(2)]);
-    let timbre = (u() * 4.0) as usize;
-    on(["sine", "square", "saw", "noise-band"][timbre.min(3)]);
-    let tempo = (u() * 3.0) as usize;
-    on(["drone", "slow", "fast"][tempo.min(2)]);
-    let pulse = match tempo {
-        0 => 0.0,
-        1 => 1.0 + 0.5 * u(),
-        _ => 4.0 + 2.0 * u(),
-    };
-    let level = match (u() * 3.0) as usize {
-        0 => {
-            on("quiet");
-            0.04
-        }
-        1 => {
-            on("loud");
-            0.6
-        }
-        _ => 0.18,
-    };
-    let mut extra = |name: &str, p: f32, u: &mut dyn FnMut() -> f32| {
-        let yes = u() < p;
-        if yes {
-            on(name);
-        }
-        yes
-    };
-    let noisy = extra("noisy", 0.3, &mut u);
-    let vibrato = extra("vibrato", 0.3, &mut u);
-    let chord = extra("chord", 0.3, &mut u);
-    let clicks = extra("clicks", 0.3, &mut u);
-    let bass = extra("bass", 0.3, &mut u);
-    let echo = extra("echo", 0.3, &mut u);
-    let glide = if extra("rising", 0.2, &mut u) {
-        1.0
-    } else if extra("falling", 0.25, &mut u) {
-        -1.0
-    } else {
-        0.0
-    };
-    let (phase0, bass_f, click_rate) = (u() * std::f32::consts::TAU, 50.0 + 30.0 * u(), 2.0 + 3.0 * u());
-    let noise = Normal::new(0.0f32, 1.0).expect("valid");
-    let wave = |phase: f32| -> f32 {
+    let (recipe, tags) = Recipe::draw(rng);
+    (recipe.render(samples, rng), tags)
+}
+
+/// What one synthetic clip sounds like, drawn at random; its tags say so.
+struct Recipe {
+    f0: f32,
+    /// 0 sine, 1 square, 2 saw, 3 noise band.
+    timbre: usize,
+    /// Amplitude pulses per second (0: a drone).
+    pulse: f32,
+    level: f32,
+    noisy: bool,
+    vibrato: bool,
+    chord: bool,
+    clicks: bool,
+    bass: bool,
+    echo: bool,
+    /// +1 rising, -1 falling pitch, 0 steady.
+    glide: f32,
+    phase0: f32,
+    bass_f: f32,
+    click_rate: f32,
+}
+
+impl Recipe {
+    /// Draw a recipe and its 0/1 tag vector.
+    fn draw(rng: &mut impl Rng) -> (Recipe, Vec<f32>) {
+        let mut tags = vec![0.0f32; SYNTH_TAGS.len()];
+        let mut on = |name: &str| tags[SYNTH_TAGS.iter().position(|t| *t == name).expect("known tag")] = 1.0;
+        let mut u = || rng.random::<f32>();
+        let register = (u() * 3.0) as usize;
+        let f0 = match register {
+            0 => 80.0 + 80.0 * u(),
+            1 => 200.0 + 300.0 * u(),
+            _ => 800.0 + 1200.0 * u(),
+        };
+        on(["low-pitch", "mid-pitch", "high-pitch"][register.min(2)]);
+        let timbre = (u() * 4.0) as usize;
+        on(["sine", "square", "saw", "noise-band"][timbre.min(3)]);
+        let tempo = (u() * 3.0) as usize;
+        on(["drone", "slow", "fast"][tempo.min(2)]);
+        let pulse = match tempo {
+            0 => 0.0,
+            1 => 1.0 + 0.5 * u(),
+            _ => 4.0 + 2.0 * u(),
+        };
+        let level = match (u() * 3.0) as usize {
+            0 => {
+                on("quiet");
+                0.04
+            }
+            1 => {
+                on("loud");
+                0.6
+            }
+            _ => 0.18,
+        };
+        let mut extra = |name: &str, p: f32, u: &mut dyn FnMut() -> f32| {
+            let yes = u() < p;
+            if yes {
+                on(name);
+            }
+            yes
+        };
+        let noisy = extra("noisy", 0.3, &mut u);
+        let vibrato = extra("vibrato", 0.3, &mut u);
+        let chord = extra("chord", 0.3, &mut u);
+        let clicks = extra("clicks", 0.3, &mut u);
+        let bass = extra("bass", 0.3, &mut u);
+        let echo = extra("echo", 0.3, &mut u);
+        let glide = if extra("rising", 0.2, &mut u) {
+            1.0
+        } else if extra("falling", 0.25, &mut u) {
+            -1.0
+        } else {
+            0.0
+        };
+        let (phase0, bass_f, click_rate) = (u() * std::f32::consts::TAU, 50.0 + 30.0 * u(), 2.0 + 3.0 * u());
+        let recipe = Recipe {
+            f0,
+            timbre,
+            pulse,
+            level,
+            noisy,
+            vibrato,
+            chord,
+            clicks,
+            bass,
+            echo,
+            glide,
+            phase0,
+            bass_f,
+            click_rate,
+        };
+        (recipe, tags)
+    }
+
+    /// One period of the timbre at `phase`.
+    fn wave(&self, phase: f32) -> f32 {
         let p = phase.rem_euclid(std::f32::consts::TAU) / std::f32::consts::TAU;
-        match timbre {
+        match self.timbre {
             0 => phase.sin(),
             1 => {
                 if p < 0.5 {
@@ -205,44 +251,52 @@ fn synth_clip(samples: usize, rng: &mut impl Rng) -> (Vec<f32>, Vec<f32>) {
             }
             _ => 1.4 * p - 0.7,
         }
-    };
-    let dur = samples as f32 / sr;
-    let mut out = vec![0.0f32; samples];
-    let (mut phase, mut phase5, mut band_state) = (phase0, phase0, 0.0f32);
-    for (n, o) in out.iter_mut().enumerate() {
-        let t = n as f32 / sr;
-        let mut f = f0 * (1.0 + glide * 0.5 * t / dur);
-        if vibrato {
-            f *= 1.0 + 0.03 * (std::f32::consts::TAU * 5.5 * t).sin();
-        }
-        phase += std::f32::consts::TAU * f / sr;
-        phase5 += std::f32::consts::TAU * 1.5 * f / sr;
-        let mut v = if timbre == 3 {
-            // Noise filtered around f: a resonant one-pole smoother on white noise.
-            band_state = 0.97 * band_state + 0.03 * noise.sample(rng);
-            8.0 * band_state * phase.sin()
-        } else {
-            wave(phase) + if chord { 0.7 * wave(phase5) } else { 0.0 }
-        };
-        if pulse > 0.0 {
-            v *= 0.5 + 0.5 * (std::f32::consts::TAU * pulse * t).sin().max(0.0).powi(2) * 2.0;
-        }
-        if bass {
-            v += 0.6 * (std::f32::consts::TAU * bass_f * t).sin();
-        }
-        if clicks && (t * click_rate).fract() < 0.004 {
-            v += 1.5 * noise.sample(rng);
-        }
-        if noisy {
-            v += 0.35 * noise.sample(rng);
-        }
-        *o = level * v;
     }
-    if echo {
-        let delay = (0.18 * sr) as usize;
-        for n in (delay..samples).rev() {
-            out[n] += 0.5 * out[n - delay];
+
+    /// `samples` samples at 16 kHz (noise drawn from `rng`).
+    fn render(&self, samples: usize, rng: &mut impl Rng) -> Vec<f32> {
+        let r = self;
+        let sr = super::mtat::SAMPLE_RATE as f32;
+        let tau = std::f32::consts::TAU;
+        let noise = Normal::new(0.0f32, 1.0).expect("valid");
+        let dur = samples as f32 / sr;
+        let mut out = vec![0.0f32; samples];
+        let (mut phase, mut phase5, mut band_state) = (r.phase0, r.phase0, 0.0f32);
+        for (n, o) in out.iter_mut().enumerate() {
+            let t = n as f32 / sr;
+            let mut f = r.f0 * (1.0 + r.glide * 0.5 * t / dur);
+            if r.vibrato {
+                f *= 1.0 + 0.03 * (tau * 5.5 * t).sin();
+            }
+            phase += tau * f / sr;
+            phase5 += tau * 1.5 * f / sr;
+            let mut v = if r.timbre == 3 {
+                // Noise filtered around f: a resonant one-pole smoother on white noise.
+                band_state = 0.97 * band_state + 0.03 * noise.sample(rng);
+                8.0 * band_state * phase.sin()
+            } else {
+                r.wave(phase) + if r.chord { 0.7 * r.wave(phase5) } else { 0.0 }
+            };
+            if r.pulse > 0.0 {
+                v *= 0.5 + 0.5 * (tau * r.pulse * t).sin().max(0.0).powi(2) * 2.0;
+            }
+            if r.bass {
+                v += 0.6 * (tau * r.bass_f * t).sin();
+            }
+            if r.clicks && (t * r.click_rate).fract() < 0.004 {
+                v += 1.5 * noise.sample(rng);
+            }
+            if r.noisy {
+                v += 0.35 * noise.sample(rng);
+            }
+            *o = r.level * v;
         }
+        if r.echo {
+            let delay = (0.18 * sr) as usize;
+            for n in (delay..samples).rev() {
+                out[n] += 0.5 * out[n - delay];
+            }
+        }
+        out
     }
-    (out, tags)
 }

@@ -350,6 +350,58 @@ pub fn run(
     Ok(result)
 }
 
+/// Where a reproduction reads its clips.
+pub enum MtatSource {
+    /// MTAT in the reference layout (see [`Mtat`]).
+    Path(std::path::PathBuf),
+    /// Seeded synthetic MTAT-like clips (train, valid, test counts, seconds
+    /// each), generated once into `dir`.
+    Synthetic { clips: [usize; 3], seconds: f32, dir: std::path::PathBuf },
+}
+
+impl MtatSource {
+    /// Synthetic clips from `--synthetic-clips train,valid,test` and `--synthetic-seconds`.
+    pub fn synthetic(clips: &str, seconds: f32, dir: &std::path::Path) -> Result<MtatSource> {
+        let counts: Vec<usize> = clips
+            .split(',')
+            .map(|s| s.trim().parse().map_err(|_| anyhow::anyhow!("--synthetic-clips takes train,valid,test counts")))
+            .collect::<Result<_>>()?;
+        let [train, valid, test] = counts[..] else { bail!("--synthetic-clips takes three counts, got `{clips}`") };
+        anyhow::ensure!(counts.iter().all(|&c| c >= 2), "--synthetic-clips takes three counts >= 2, got `{clips}`");
+        anyhow::ensure!(seconds >= 3.7, "--synthetic-seconds must cover a 59049-sample chunk (>= 3.7 s)");
+        Ok(MtatSource::Synthetic { clips: [train, valid, test], seconds, dir: dir.to_path_buf() })
+    }
+
+    /// Open the clips (generating synthetic ones first if they are not
+    /// there yet) and say what they are; `typed` is the data path as the
+    /// user gave it, for the record.
+    pub fn load(&self, typed: &str) -> Result<(DataId, Mtat)> {
+        let (root, source, format) = match self {
+            MtatSource::Path(p) => {
+                (p.clone(), typed.to_string(), "MTAT reference layout (split files, binary.npy, npy clips)".to_string())
+            }
+            MtatSource::Synthetic { clips: [train, valid, test], seconds, dir } => {
+                if !dir.join("split/test.npy").exists() {
+                    eprintln!("writing synthetic MTAT-like clips to {} ...", dir.display());
+                    let samples = (seconds * crate::data::mtat::SAMPLE_RATE as f32) as usize;
+                    crate::data::synthetic::mtat_like(dir, *train, *valid, *test, samples, 2025)?;
+                }
+                let format = format!("synthetic MTAT-like clips ({train},{valid},{test}, {seconds} s each, seed 2025)");
+                (dir.clone(), "synthetic".to_string(), format)
+            }
+        };
+        let data = Mtat::load(&root)?;
+        let counts = [
+            ("train", data.train.len()),
+            ("valid", data.valid.len()),
+            ("test", data.test.len()),
+            ("tags", data.n_tags),
+        ];
+        let counts = counts.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+        Ok((DataId { source, format, counts, sha256: data.fingerprint() }, data))
+    }
+}
+
 /// Parse `--epochs A,B,C,D`: epochs of Adam, then of SGD at 1e-3, 1e-4, 1e-5.
 pub fn parse_epochs(s: &str) -> Result<Vec<usize>> {
     let v: Vec<usize> = s

@@ -7,11 +7,13 @@
 //! scale by Amdahl's law with the serial fraction fitted to the times of one
 //! run measured here alone on one thread and on every core.
 
-use anyhow::Result;
+use std::fmt::Write as _;
+
+use anyhow::{Result, bail};
 use indicatif::ProgressBar;
 
 use super::Protocol;
-use super::grid::{Parallelism, run_grid};
+use super::grid::{Grid, Parallelism, run_grid};
 use crate::models::HeadKind;
 
 /// Measured cost of one model: seconds per training step and per evaluated
@@ -89,6 +91,75 @@ pub fn seconds_per_call(mut f: impl FnMut() -> Result<()>) -> Result<f64> {
         calls += 1;
     }
     Ok(t0.elapsed().as_secs_f64() / calls as f64)
+}
+
+/// The whole `--dry-run` of `grid` (`what` describes its protocol), as
+/// text: every layout of this machine, one run alone on one thread, the
+/// projection onto `machines` × `cores_per_machine` (default: one machine
+/// like this one), and the Slurm commands, with `env` the variables the
+/// sbatch file reads.
+pub fn dry_run<P: Plan>(
+    p: &P,
+    what: &str,
+    grid: &Grid,
+    machines: Option<usize>,
+    cores_per_machine: Option<usize>,
+    env: &str,
+) -> Result<String> {
+    let (runs, cores, head) = (grid.runs().len(), Parallelism::cores(), grid.heads[0]);
+    let (machines, per_machine) = (machines.unwrap_or(1), cores_per_machine.unwrap_or(cores));
+    if machines == 0 || per_machine == 0 {
+        bail!("--machines and --cores-per-machine must be at least 1");
+    }
+    let mut s = format!(
+        "{}: {} heads × {} seeds = {runs} runs; {what}.\nTiming {head} (the heads differ little: the backbone \
+         dominates) on this machine, {cores} cores:\n",
+        P::EXPERIMENT,
+        grid.heads.len(),
+        grid.seeds.len()
+    );
+    let layouts = layouts(p, head, runs, cores)?;
+    let auto = Parallelism::choose_for("auto", runs, cores)?;
+    for l in &layouts {
+        let _ = writeln!(
+            s,
+            "  --jobs {}: {} run(s) side by side × {} thread(s): {:.3} s per training step, {:.2} ms per evaluated \
+             item -> {} per run, {} for the grid{}",
+            l.par.jobs,
+            l.par.jobs,
+            l.par.threads_per_job,
+            l.cost.step,
+            l.cost.eval_item * 1e3,
+            fmt_hours(l.hours_per_run),
+            fmt_hours(l.hours_total),
+            if l.par == auto { " (what --jobs auto picks)" } else { "" }
+        );
+    }
+    // Amdahl's fit needs one run alone on one thread; the busy layout has every core taken.
+    let busy = layouts.last().expect("a layout");
+    let alone = match cores {
+        1 => busy.clone(),
+        _ => measure(p, head, Parallelism { jobs: 1, threads_per_job: 1 }, runs)?,
+    };
+    let f = serial_fraction(alone.hours_per_run, layouts[0].hours_per_run, cores);
+    let c = cluster(alone.hours_per_run, busy.hours_per_run, f, runs, machines, per_machine);
+    let _ = writeln!(
+        s,
+        "  one run alone on 1 thread: {} per run\n{machines} machine(s) × {per_machine} cores (cores as fast as these; \
+         threads scale by Amdahl's law, serial fraction {f:.2} fitted here): {} thread(s) per run, {} runs at a time \
+         -> {} per run, {} for the grid",
+        fmt_hours(alone.hours_per_run),
+        c.threads,
+        c.concurrent,
+        fmt_hours(c.hours_per_run),
+        fmt_hours(c.hours_total)
+    );
+    let _ = writeln!(
+        s,
+        "Slurm, one array task per run and the report after them (docs/cluster/README.md):\n{}",
+        sbatch_lines(P::EXPERIMENT, runs, &c, env)
+    );
+    Ok(s)
 }
 
 /// A grid spread over `machines` machines of `cores` cores each.

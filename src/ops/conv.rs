@@ -138,17 +138,7 @@ pub(crate) fn conv2d_backward(
             with_scratch(2 * k * cols + gy_len, |buf| {
                 let (col, rest) = buf.split_at_mut(k * cols);
                 let (gcol, gy_tmp) = rest.split_at_mut(k * cols);
-                let gy: &[f32] = if imgs == 1 {
-                    g_blk
-                } else {
-                    for i in 0..imgs {
-                        for co in 0..cout {
-                            gy_tmp[co * cols + i * p..co * cols + (i + 1) * p]
-                                .copy_from_slice(&g_blk[(i * cout + co) * p..(i * cout + co + 1) * p]);
-                        }
-                    }
-                    gy_tmp
-                };
+                let gy = channel_major(g_blk, imgs, cout, p, gy_tmp);
                 let gym = MatRef::new(gy, cout, cols);
                 if need_w {
                     let x_blk = &x.data()[b0 * in_len..(b0 + imgs) * in_len];
@@ -176,18 +166,42 @@ pub(crate) fn conv2d_backward(
 
     let dx = need_x.then(|| ArrayD::from_shape_vec(IxDyn(x.shape()), gx).expect("shape of x"));
     let dw = need_w.then(|| {
-        let mut total = vec![0.0f32; cout * k];
-        for (gw, _) in &partials {
-            total.iter_mut().zip(gw).for_each(|(t, v)| *t += v);
-        }
+        let total = sum_in_order(partials.iter().map(|(gw, _)| gw.as_slice()), cout * k);
         ArrayD::from_shape_vec(IxDyn(weight.shape()), total).expect("shape of W")
     });
     let db = bias.filter(|b| b.requires_grad()).map(|_| {
-        let mut total = vec![0.0f64; cout];
-        for (_, gb) in &partials {
-            total.iter_mut().zip(gb).for_each(|(t, v)| *t += v);
-        }
+        let total = sum_in_order(partials.iter().map(|(_, gb)| gb.as_slice()), cout);
         ArrayD::from_shape_vec(IxDyn(&[cout]), total.into_iter().map(|v| v as f32).collect()).expect("cout")
     });
     [dx, dw, db]
+}
+
+/// The upstream gradient of `imgs` images, `[imgs][cout][p]`, as the
+/// `[cout][imgs · p]` matrix the GEMMs of a block take (copied into `tmp`
+/// unless there is one image, when the two layouts are the same).
+fn channel_major<'a>(g: &'a [f32], imgs: usize, cout: usize, p: usize, tmp: &'a mut [f32]) -> &'a [f32] {
+    if imgs == 1 {
+        return g;
+    }
+    let cols = imgs * p;
+    for i in 0..imgs {
+        for co in 0..cout {
+            tmp[co * cols + i * p..co * cols + (i + 1) * p]
+                .copy_from_slice(&g[(i * cout + co) * p..(i * cout + co + 1) * p]);
+        }
+    }
+    tmp
+}
+
+/// The element-wise sum of `len`-long partial results, added in the order
+/// given (so that the total does not depend on the thread count).
+fn sum_in_order<'a, T: Copy + Default + std::ops::AddAssign + 'a>(
+    parts: impl Iterator<Item = &'a [T]>,
+    len: usize,
+) -> Vec<T> {
+    let mut total = vec![T::default(); len];
+    for part in parts {
+        total.iter_mut().zip(part).for_each(|(t, &v)| *t += v);
+    }
+    total
 }
