@@ -14,11 +14,7 @@ use morphgrad::nn::checkpoint::{load_npz, save_npz};
 
 #[test]
 fn reproduce_cifar_on_a_slice_of_the_real_jpeg_archive() {
-    let archive = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/datasets/cifar10-jpeg.tar.gz");
-    if !archive.exists() {
-        eprintln!("SKIP: {} is absent", archive.display());
-        return;
-    }
+    let Some(_) = shared_data("../shared/datasets/cifar10-jpeg.tar.gz") else { return };
     let out = tmp("slice");
     // The data path as a user types it, relative to where the command runs.
     let typed = "../shared/datasets/cifar10-jpeg.tar.gz";

@@ -8,17 +8,13 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{bin, results, run_ok, strip_timings, tmp};
+use common::{bin, results, run_ok, shared_data, strip_timings, tmp};
 use morphgrad::data::mtat::parse_split;
 use morphgrad::io::read_npy_strings;
 
 #[test]
 fn the_real_mtat_split_files_parse() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/datasets/mtat-split");
-    if !dir.exists() {
-        eprintln!("SKIP: {} is absent", dir.display());
-        return;
-    }
+    let Some(dir) = shared_data("../shared/datasets/mtat-split") else { return };
     let tags = read_npy_strings(&dir.join("tags.npy")).unwrap();
     assert_eq!(tags.len(), 50);
     assert_eq!(tags[..3], ["guitar", "classical", "slow"]);

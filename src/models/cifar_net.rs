@@ -48,7 +48,7 @@ impl CifarNet {
         let dims = HeadDims {
             d: 2 * c,
             h: config.hidden,
-            k: config.classes,
+            classes: config.classes,
             sparse_k: config.sparse_k,
             dropout: config.dropout,
         };

@@ -91,14 +91,15 @@ impl FromStr for HeadKind {
     }
 }
 
-/// Sizes of a head: input features `d`, hidden width `h`, outputs `k`, the
+/// Sizes of a head: input features `d`, hidden width `h`, outputs `classes`, the
 /// sparse budget `K` (active max-plus weights of Sparse-Morph) and the
 /// dropout probability of the heads that have one.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct HeadDims {
     pub d: usize,
     pub h: usize,
-    pub k: usize,
+    /// Outputs: classes or tags.
+    pub classes: usize,
     pub sparse_k: usize,
     pub dropout: f32,
 }
@@ -114,7 +115,7 @@ pub enum Head {
 
 impl Head {
     pub fn new(kind: HeadKind, dims: HeadDims, rng: &mut impl Rng) -> Head {
-        let HeadDims { d, h, k, sparse_k, dropout } = dims;
+        let HeadDims { d, h, classes: k, sparse_k, dropout } = dims;
         let drop = Dropout { p: dropout };
         match kind {
             HeadKind::Relu => Head::Relu {

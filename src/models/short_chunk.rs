@@ -47,8 +47,13 @@ impl ShortChunkCnn {
         let c = config.channels;
         let chans = [1, c, c, 2 * c, 2 * c, 2 * c, 2 * c, 4 * c];
         let blocks = (0..7).map(|i| ConvBlock::new(chans[i], chans[i + 1], &mut rng)).collect();
-        let dims =
-            HeadDims { d: 4 * c, h: 4 * c, k: config.classes, sparse_k: config.sparse_k, dropout: config.dropout };
+        let dims = HeadDims {
+            d: 4 * c,
+            h: 4 * c,
+            classes: config.classes,
+            sparse_k: config.sparse_k,
+            dropout: config.dropout,
+        };
         let head = Head::new(config.head, dims, &mut rng);
         ShortChunkCnn {
             config,

@@ -88,13 +88,6 @@ impl SparseWeight {
         ArrayD::from_shape_vec(IxDyn(&[self.pattern.n_out, self.pattern.n_in]), d).expect("out*in")
     }
 
-    /// Keep only the entries for which `keep(value)` holds.
-    pub fn retain(&mut self, keep: impl Fn(f32) -> bool) {
-        let dense =
-            self.to_dense(f32::NEG_INFINITY).mapv(|v| if v.is_finite() && keep(v) { v } else { f32::NEG_INFINITY });
-        *self = SparseWeight::from_dense(&dense).expect("2-D");
-    }
-
     pub fn shape(&self) -> [usize; 2] {
         [self.pattern.n_out, self.pattern.n_in]
     }

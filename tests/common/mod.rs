@@ -9,15 +9,32 @@ use morphgrad::io::read_npy;
 use ndarray::ArrayD;
 
 /// The fixture folder of `case`, or `None` (after printing why) when the
-/// fixtures are not on this machine.
+/// fixtures are not on this machine — except under `CI`, where a missing
+/// fixture fails the test instead of letting it pass without checking.
 pub fn fixture(case: &str) -> Option<PathBuf> {
     let dir = fixtures_root().join(case);
     if dir.is_dir() {
-        Some(dir)
-    } else {
-        eprintln!("SKIP {case}: fixture folder {} is absent (set MORPHGRAD_FIXTURES to run this test)", dir.display());
-        None
+        return Some(dir);
     }
+    skip(&format!("fixture folder {} is absent (set MORPHGRAD_FIXTURES to run this test)", dir.display()));
+    None
+}
+
+/// The shared data file or folder `rel` (relative to the crate), or `None`
+/// (after printing why) when it is absent; under `CI`, absence fails.
+pub fn shared_data(rel: &str) -> Option<PathBuf> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(rel);
+    if path.exists() {
+        return Some(path);
+    }
+    skip(&format!("{} is absent", path.display()));
+    None
+}
+
+/// Say why a test does not run; under `CI` that is a failure.
+pub fn skip(why: &str) {
+    assert!(std::env::var_os("CI").is_none(), "CI must run every test, but {why}");
+    eprintln!("SKIP: {why}");
 }
 
 fn fixtures_root() -> PathBuf {
