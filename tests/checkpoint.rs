@@ -2,7 +2,7 @@
 //! and optimiser state that survives a save/load.
 
 use morphgrad::nn::checkpoint::{load_npz, prefixed, save_npz, sub_dict};
-use morphgrad::nn::{ConvBlock, Ctx, Linear, Module, ModuleExt, StateValue, visit_child};
+use morphgrad::nn::{ConvBlock, Ctx, Linear, Misfit, Module, ModuleExt, StateValue, visit_child};
 use morphgrad::optim::{Adam, Optimizer};
 use morphgrad::{Tensor, ops};
 use ndarray::{ArrayD, IxDyn};
@@ -95,7 +95,18 @@ fn loading_reports_missing_unexpected_and_misshapen_entries_and_changes_nothing(
     sd.remove("fc.bias");
     sd.insert("fc.extra".into(), StateValue::F32(ArrayD::zeros(IxDyn(&[2]))));
     sd.insert("block.conv.weight".into(), StateValue::F32(ArrayD::zeros(IxDyn(&[3, 2, 5, 5]))));
-    let err = m.load_state_dict(&sd).unwrap_err().to_string();
+    let err = m.load_state_dict(&sd).unwrap_err();
+    // Typed, so that a caller can act on each entry ...
+    assert_eq!(
+        err.0,
+        [
+            Misfit::Shape { name: "block.conv.weight".into(), found: vec![3, 2, 5, 5], expected: vec![3, 2, 3, 3] },
+            Misfit::Missing { name: "fc.bias".into(), shape: vec![4] },
+            Misfit::Unexpected { name: "fc.extra".into(), shape: vec![2] },
+        ]
+    );
+    // ... and readable as it is.
+    let err = err.to_string();
     assert!(err.contains("missing `fc.bias` (shape [4])"), "{err}");
     assert!(err.contains("unexpected `fc.extra`"), "{err}");
     assert!(err.contains("`block.conv.weight` has shape [3, 2, 5, 5], the model expects [3, 2, 3, 3]"), "{err}");

@@ -90,7 +90,7 @@ impl RunDir {
     }
 
     pub fn load_best(&self, model: &mut dyn Module) -> Result<()> {
-        model.load_state_dict(&load_npz(&self.file("best.npz"))?)
+        Ok(model.load_state_dict(&load_npz(&self.file("best.npz"))?)?)
     }
 
     pub fn best_state(&self) -> Result<StateDict> {

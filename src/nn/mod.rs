@@ -8,5 +8,5 @@ pub mod module;
 pub mod morph;
 
 pub use layers::{BatchNorm, Conv2d, ConvBlock, Dropout, Linear};
-pub use module::{Ctx, Entry, Module, ModuleExt, StateDict, StateValue, visit_child};
+pub use module::{Ctx, Entry, Misfit, Module, ModuleExt, StateDict, StateDictError, StateValue, visit_child};
 pub use morph::{MaxPlus, Maxout, SparseMaxPlus, SparseWeight};

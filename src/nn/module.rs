@@ -6,7 +6,6 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::{Result, bail};
 use ndarray::ArrayD;
 use rand::SeedableRng;
 use rand::rngs::Xoshiro256PlusPlus;
@@ -58,6 +57,27 @@ pub fn visit_child(prefix: &str, child: &mut (impl Module + ?Sized), f: &mut dyn
     child.visit(&mut |name, e| f(&format!("{prefix}.{name}"), e));
 }
 
+/// Why a state dict does not fit a model: every offending entry, in the
+/// model's order, then the unexpected ones — what a caller needs to rename,
+/// reshape or drop entries (as `morphgrad forward` does with the authors'
+/// names).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("state dict does not fit the model:\n  {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n  "))]
+pub struct StateDictError(pub Vec<Misfit>);
+
+/// One entry of a [`StateDictError`].
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Misfit {
+    #[error("missing `{name}` (shape {shape:?})")]
+    Missing { name: String, shape: Vec<usize> },
+    #[error("unexpected `{name}` (shape {shape:?})")]
+    Unexpected { name: String, shape: Vec<usize> },
+    #[error("`{name}` holds {found} values, expected {expected}")]
+    Dtype { name: String, found: &'static str, expected: &'static str },
+    #[error("`{name}` has shape {found:?}, the model expects {expected:?}")]
+    Shape { name: String, found: Vec<usize>, expected: Vec<usize> },
+}
+
 /// Conveniences every [`Module`] gets.
 pub trait ModuleExt: Module {
     /// A copy of every parameter and buffer, keyed by name.
@@ -77,11 +97,11 @@ pub trait ModuleExt: Module {
 
     /// Replace every parameter and buffer with the entry of the same name.
     /// Strict: a missing name, an unexpected name, a wrong shape or a wrong
-    /// dtype is an error listing all offenders; on error nothing changes.
-    /// A sparse weight takes its pattern from the dense matrix it is given
-    /// (entries `<= -1e8` or `-∞` are inactive).
-    fn load_state_dict(&mut self, sd: &StateDict) -> Result<()> {
-        let mut problems = Vec::new();
+    /// dtype is an error listing all offenders ([`StateDictError`]); on
+    /// error nothing changes. A sparse weight takes its pattern from the
+    /// dense matrix it is given (entries `<= -1e8` or `-∞` are inactive).
+    fn load_state_dict(&mut self, sd: &StateDict) -> Result<(), StateDictError> {
+        let mut misfits = Vec::new();
         let mut expected = Vec::new();
         self.visit(&mut |name, e| {
             expected.push(name.to_string());
@@ -91,27 +111,28 @@ pub trait ModuleExt: Module {
                 Entry::Counter(_) => vec![],
                 Entry::Sparse(w) => w.shape().to_vec(),
             };
-            match (sd.get(name), &e) {
-                (None, _) => problems.push(format!("missing `{name}` (shape {want:?})")),
+            let name = name.to_string();
+            match (sd.get(&name), &e) {
+                (None, _) => misfits.push(Misfit::Missing { name, shape: want }),
                 (Some(StateValue::I64(_)), Entry::Param(_) | Entry::Buffer(_) | Entry::Sparse(_)) => {
-                    problems.push(format!("`{name}` holds int64 values, expected float32"))
+                    misfits.push(Misfit::Dtype { name, found: "int64", expected: "float32" })
                 }
                 (Some(StateValue::F32(_)), Entry::Counter(_)) => {
-                    problems.push(format!("`{name}` holds float32 values, expected an int64 counter"))
+                    misfits.push(Misfit::Dtype { name, found: "float32", expected: "an int64 counter" })
                 }
                 (Some(v), _) if v.shape() != want.as_slice() && !(want.is_empty() && v.shape() == [1]) => {
-                    problems.push(format!("`{name}` has shape {:?}, the model expects {want:?}", v.shape()))
+                    misfits.push(Misfit::Shape { name, found: v.shape().to_vec(), expected: want })
                 }
                 _ => {}
             }
         });
         for name in sd.keys() {
             if !expected.contains(name) {
-                problems.push(format!("unexpected `{name}` (shape {:?})", sd[name].shape()));
+                misfits.push(Misfit::Unexpected { name: name.clone(), shape: sd[name].shape().to_vec() });
             }
         }
-        if !problems.is_empty() {
-            bail!("state dict does not fit the model:\n  {}", problems.join("\n  "));
+        if !misfits.is_empty() {
+            return Err(StateDictError(misfits));
         }
         self.visit(&mut |name, e| match (e, &sd[name]) {
             (Entry::Param(t), StateValue::F32(a)) => *t = Tensor::param(a.clone()),

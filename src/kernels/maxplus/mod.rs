@@ -247,9 +247,8 @@ fn check_shapes(d: Dims, x: &[f32], w: &[f32], bias: Option<&[f32]>) {
 /// The SIMD product into `out`, if `isa` is a SIMD one and its assumptions
 /// hold; false (outputs unspecified) otherwise. x and the bias are small
 /// next to W and checked here; W is checked by the kernel's tiles as they
-/// read it ([`Kernel::walk`]; a separate pass over W cost a sixth of the
-/// forward at batch 16, a check of each tile's rows before computing it a
-/// tenth).
+/// read it ([`Kernel::walk`]), since a separate pass over a W that is
+/// larger than the cache would read it from memory twice.
 ///
 /// # Safety
 /// `isa` must be available; `out.y` (and `out.winners` unless null) must be

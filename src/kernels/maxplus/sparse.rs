@@ -500,7 +500,7 @@ fn lane_sums_portable(winners: &[u32], g: &[f32], stride: usize, j0: usize, targ
 /// and of gradients, then per target a compare and a masked add (adding
 /// nothing where the target lost is the same as adding `+0.0`: a sum that
 /// starts at `+0.0` is never `-0.0`). The compiler, left to itself,
-/// vectorised the loop over the batch instead, with gathers: 5× slower.
+/// vectorised the loop over the batch instead, with gathers, which are slow.
 ///
 /// # Safety
 /// AVX-512F must be available; `winners` and `g` hold whole rows of
@@ -538,7 +538,7 @@ unsafe fn lane_sums_avx512(
 }
 
 /// `g` if `won`, else `+0.0`, through a bit mask: written as `if won { g }
-/// else { 0.0 }` the compiler kept the loops around it scalar (2× slower).
+/// else { 0.0 }` the compiler kept the loops around it scalar.
 #[inline(always)]
 fn masked(g: f32, won: bool) -> f32 {
     f32::from_bits(g.to_bits() & u32::from(won).wrapping_neg())
