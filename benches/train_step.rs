@@ -6,7 +6,7 @@
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use morphgrad::data::mtat::CHUNK;
 use morphgrad::models::{CifarConfig, CifarNet, HeadKind, ShortChunkCnn, ShortChunkConfig};
-use morphgrad::nn::Ctx;
+use morphgrad::nn::{Ctx, Forward};
 use morphgrad::optim::{Adam, Optimizer};
 use morphgrad::{Tensor, ops};
 use ndarray::{ArrayD, IxDyn};

@@ -2,7 +2,10 @@
 //! and optimiser state that survives a save/load.
 
 use morphgrad::nn::checkpoint::{load_npz, prefixed, save_npz, sub_dict};
-use morphgrad::nn::{ConvBlock, Ctx, Linear, Misfit, Module, ModuleExt, StateValue, visit_child};
+use morphgrad::nn::{
+    ConvBlock, Ctx, Entry, EntryMut, Forward, Linear, Misfit, Module, ModuleExt, StateValue, visit_child,
+    visit_child_mut,
+};
 use morphgrad::optim::{Adam, Optimizer};
 use morphgrad::{Tensor, ops};
 use ndarray::{ArrayD, IxDyn};
@@ -18,18 +21,22 @@ impl Tiny {
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
         Tiny { block: ConvBlock::new(2, 3, &mut rng), fc: Linear::new(3, 4, true, &mut rng) }
     }
-    fn loss(&mut self, ctx: &Ctx) -> Tensor {
+    fn loss(&mut self, ctx: &mut Ctx) -> Tensor {
         let x =
             Tensor::new(ArrayD::from_shape_fn(IxDyn(&[4, 2, 4, 4]), |i| (i[0] + 2 * i[1] + i[2] * i[3]) as f32 * 0.1));
         let h = self.block.forward(&x, ctx).global_max_pool();
-        ops::cross_entropy(&self.fc.forward(&h), &[0, 1, 2, 3])
+        ops::cross_entropy(&self.fc.forward(&h, ctx), &[0, 1, 2, 3])
     }
 }
 
 impl Module for Tiny {
-    fn visit(&mut self, f: &mut dyn FnMut(&str, morphgrad::nn::Entry<'_>)) {
-        visit_child("block", &mut self.block, f);
-        visit_child("fc", &mut self.fc, f);
+    fn visit(&self, f: &mut dyn FnMut(&str, Entry<'_>)) {
+        visit_child("block", &self.block, f);
+        visit_child("fc", &self.fc, f);
+    }
+    fn visit_mut(&mut self, f: &mut dyn FnMut(&str, EntryMut<'_>)) {
+        visit_child_mut("block", &mut self.block, f);
+        visit_child_mut("fc", &mut self.fc, f);
     }
 }
 
@@ -64,7 +71,7 @@ fn model_and_adam_state_round_trip_through_npz() {
     let path = dir.join("ckpt.npz");
     let (mut a, mut opt_a) = (Tiny::new(1), Adam::new(1e-2, 1e-4));
     for _ in 0..2 {
-        let g = a.loss(&Ctx::train(0)).backward();
+        let g = a.loss(&mut Ctx::train(0)).backward();
         opt_a.step(&mut a, &g);
     }
     let mut sd = a.state_dict();
@@ -80,7 +87,7 @@ fn model_and_adam_state_round_trip_through_npz() {
     opt_b.load_state_dict(&sub_dict(&loaded, "optimizer")).unwrap();
     // One more identical step from both: the restored run continues bit-identically.
     for (m, opt) in [(&mut a, &mut opt_a), (&mut b, &mut opt_b)] {
-        let g = m.loss(&Ctx::train(0)).backward();
+        let g = m.loss(&mut Ctx::train(0)).backward();
         opt.step(m, &g);
     }
     assert_eq!(a.state_dict(), b.state_dict());
@@ -138,4 +145,59 @@ fn corrupt_checkpoint_is_a_clear_error() {
     let err = format!("{:#}", load_npz(&path).unwrap_err());
     assert!(err.contains("bad.npz") && err.contains("not an .npz"), "{err}");
     std::fs::remove_dir_all(dir).ok();
+}
+
+/// Name and kind of every entry, as one visitor lists them.
+fn listing(m: &mut dyn Module) -> (Vec<String>, Vec<String>) {
+    fn kind_of(e: &Entry<'_>) -> &'static str {
+        match e {
+            Entry::Param(_) => "param",
+            Entry::Buffer(_) => "buffer",
+            Entry::Counter(_) => "counter",
+            Entry::Sparse(_) => "sparse",
+        }
+    }
+    let mut read = Vec::new();
+    m.visit(&mut |name, e| read.push(format!("{name}: {}", kind_of(&e))));
+    let mut write = Vec::new();
+    m.visit_mut(&mut |name, e| {
+        let kind = match e {
+            EntryMut::Param(_) => "param",
+            EntryMut::Buffer(_) => "buffer",
+            EntryMut::Counter(_) => "counter",
+            EntryMut::Sparse(_) => "sparse",
+        };
+        write.push(format!("{name}: {kind}"));
+    });
+    (read, write)
+}
+
+/// `visit` and `visit_mut` are written out separately in every layer; they
+/// must list the same entries under the same names, in the same order, for
+/// every head of both models (else a loaded checkpoint would fill the wrong
+/// tensors, or the optimiser would skip one).
+#[test]
+fn both_visitors_list_the_same_entries_for_every_model() {
+    use morphgrad::models::{CifarConfig, CifarNet, HeadKind, ShortChunkCnn, ShortChunkConfig};
+    let heads = [
+        HeadKind::Relu,
+        HeadKind::Maxout,
+        HeadKind::Zhang,
+        HeadKind::DenseMorph { bn: true },
+        HeadKind::DenseMorph { bn: false },
+        HeadKind::SparseMorph { bn: true },
+        HeadKind::SparseMorph { bn: false },
+    ];
+    for head in heads {
+        let models: [Box<dyn Module>; 2] = [
+            Box::new(CifarNet::new(CifarConfig { hidden: 16, sparse_k: 32, ..CifarConfig::paper(head, 4) }, 0)),
+            Box::new(ShortChunkCnn::new(ShortChunkConfig { sparse_k: 32, ..ShortChunkConfig::paper(head, 2) }, 0)),
+        ];
+        for mut m in models {
+            let (read, write) = listing(m.as_mut());
+            assert!(read.len() > 10, "{}: only {} entries", head.id(), read.len());
+            assert_eq!(read, write, "{}", head.id());
+            assert_eq!(m.state_dict().len(), read.len(), "{}", head.id());
+        }
+    }
 }

@@ -10,7 +10,7 @@ mod common;
 
 use common::*;
 use morphgrad::models::{CifarConfig, CifarNet, HeadKind};
-use morphgrad::nn::{Ctx, Entry, Module, ModuleExt, StateDict, StateValue};
+use morphgrad::nn::{Ctx, Entry, Forward, Module, ModuleExt, StateDict, StateValue};
 use morphgrad::optim::{Adam, Optimizer};
 use morphgrad::{Tensor, ops};
 use ndarray::ArrayD;

@@ -9,7 +9,7 @@ mod common;
 use common::*;
 use morphgrad::Tensor;
 use morphgrad::autograd::Grads;
-use morphgrad::nn::{Entry, Module};
+use morphgrad::nn::{Entry, Forward, Module};
 use morphgrad::ops::{self, BatchNormStats};
 use morphgrad::optim::{Adam, Optimizer, Sgd};
 use ndarray::ArrayD;
@@ -85,7 +85,7 @@ fn batchnorm_layer_counts_tracked_batches_like_torch() {
     let Some(d) = fixture("batchnorm2d_train") else { return };
     let mut bn = morphgrad::nn::BatchNorm::new(6);
     bn.num_batches_tracked = i64s(&d, "num_batches_tracked").iter().copied().next().unwrap();
-    bn.forward(&Tensor::new(f32s(&d, "x")), &morphgrad::nn::Ctx::train(0));
+    bn.forward(&Tensor::new(f32s(&d, "x")), &mut morphgrad::nn::Ctx::train(0));
     assert_eq!(bn.num_batches_tracked, *i64s(&d, "after.num_batches_tracked").iter().next().unwrap());
 }
 
@@ -162,8 +162,11 @@ fn sigmoid_then_bce_matches_torch_chain() {
 struct Single(Tensor);
 
 impl Module for Single {
-    fn visit(&mut self, f: &mut dyn FnMut(&str, Entry<'_>)) {
-        f("param", Entry::Param(&mut self.0));
+    fn visit(&self, f: &mut dyn FnMut(&str, Entry<'_>)) {
+        f("param", Entry::Param(&self.0));
+    }
+    fn visit_mut(&mut self, f: &mut dyn FnMut(&str, morphgrad::nn::EntryMut<'_>)) {
+        f("param", morphgrad::nn::EntryMut::Param(&mut self.0));
     }
 }
 

@@ -8,7 +8,7 @@ mod common;
 
 use common::*;
 use morphgrad::models::{HeadKind, ShortChunkCnn, ShortChunkConfig};
-use morphgrad::nn::{Ctx, Entry, Module, ModuleExt, StateValue};
+use morphgrad::nn::{Ctx, Entry, Forward, Module, ModuleExt, StateValue};
 use morphgrad::optim::{Adam, Optimizer};
 use morphgrad::{Tensor, ops};
 

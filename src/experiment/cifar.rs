@@ -18,7 +18,7 @@ use crate::autograd::no_grad;
 use crate::data::cifar::ImageSet;
 use crate::data::identity::DataId;
 use crate::models::{CifarConfig, CifarNet, Head, HeadKind};
-use crate::nn::{Ctx, ModuleExt};
+use crate::nn::{Ctx, Forward, ModuleExt};
 use crate::ops;
 use crate::optim::{Adam, Optimizer};
 use crate::tensor::Tensor;
@@ -313,7 +313,7 @@ pub fn run(
         let chunks: Vec<Vec<usize>> =
             (0..data.test.len()).collect::<Vec<_>>().chunks(256).map(<[usize]>::to_vec).collect();
         let parts: Vec<Tensor> =
-            chunks.iter().map(|c| model.features(&Tensor::new(data.test.batch(c).0), &Ctx::eval())).collect();
+            chunks.iter().map(|c| model.features(&Tensor::new(data.test.batch(c).0), &mut Ctx::eval())).collect();
         Tensor::concat(&parts, 0)
     });
     let head_acc = |h: &mut Head| -> Result<f64> {

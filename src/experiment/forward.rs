@@ -15,7 +15,7 @@ use ndarray::ArrayD;
 use crate::io::read_npy;
 use crate::models::{CifarConfig, CifarNet, HeadKind};
 use crate::nn::checkpoint::{load_npz, save_npz};
-use crate::nn::{Ctx, Entry, Module, ModuleExt, StateDict, StateValue};
+use crate::nn::{Ctx, Entry, Forward, Module, ModuleExt, StateDict, StateValue};
 use crate::tensor::Tensor;
 use crate::{data, ops};
 

@@ -24,7 +24,7 @@ use crate::data::mtat::CHUNK;
 use crate::data::mtat::{Clip, EVAL_CHUNKS, Mtat};
 use crate::metrics::tag_metrics;
 use crate::models::{Head, HeadKind, ShortChunkCnn, ShortChunkConfig};
-use crate::nn::{Ctx, ModuleExt};
+use crate::nn::{Ctx, Forward, ModuleExt};
 use crate::ops;
 use crate::optim::{Adam, Optimizer, Sgd};
 use crate::tensor::Tensor;
@@ -311,7 +311,7 @@ pub fn run(
         for clip in &data.test {
             let wav = Tensor::new(ArrayD::from_shape_vec(IxDyn(&[EVAL_CHUNKS, CHUNK]), data.eval_chunks(clip)?)?);
             let spec = model.spectrogram(&wav)?;
-            parts.push(model.features(&spec, &Ctx::eval()));
+            parts.push(model.features(&spec, &mut Ctx::eval()));
         }
         Ok(Tensor::concat(&parts, 0))
     })?;

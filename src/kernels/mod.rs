@@ -37,7 +37,7 @@ pub(crate) use simd_dispatch;
 
 pub mod gemm;
 pub mod im2col;
-pub(crate) mod lined;
+pub(crate) mod line_buf;
 pub mod maxplus;
 mod transpose;
 

@@ -7,7 +7,7 @@ use rand::SeedableRng;
 use rand::rngs::Xoshiro256PlusPlus;
 
 use super::heads::{Head, HeadDims, HeadKind};
-use crate::nn::{ConvBlock, Ctx, Entry, Module, visit_child};
+use crate::nn::{ConvBlock, Ctx, Entry, EntryMut, Forward, Module, visit_child, visit_child_mut};
 use crate::tensor::Tensor;
 
 /// Hyper-parameters of a [`CifarNet`].
@@ -57,12 +57,15 @@ impl CifarNet {
     }
 
     /// The backbone's features `[N, 2C]` for normalised images `[N, 3, H, W]`.
-    pub fn features(&mut self, x: &Tensor, ctx: &Ctx) -> Tensor {
+    pub fn features(&mut self, x: &Tensor, ctx: &mut Ctx) -> Tensor {
         self.blocks.iter_mut().fold(x.clone(), |h, b| b.forward(&h, ctx)).global_max_pool()
     }
+}
 
+impl Forward for CifarNet {
+    type Output = Result<Tensor>;
     /// Logits `[N, classes]`. Inputs must be `[N, 3, H, W]` with H, W ≥ 32.
-    pub fn forward(&mut self, x: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
+    fn forward(&mut self, x: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
         let s = x.shape();
         if s.len() != 4 || s[1] != 3 || s[2] < 32 || s[3] < 32 {
             bail!("CifarNet expects normalised images [N, 3, H, W] with H, W >= 32, got {s:?}");
@@ -73,10 +76,16 @@ impl CifarNet {
 }
 
 impl Module for CifarNet {
-    fn visit(&mut self, f: &mut dyn FnMut(&str, Entry<'_>)) {
-        for (i, b) in self.blocks.iter_mut().enumerate() {
+    fn visit(&self, f: &mut dyn FnMut(&str, Entry<'_>)) {
+        for (i, b) in self.blocks.iter().enumerate() {
             visit_child(&format!("blocks.{i}"), b, f);
         }
-        visit_child("head", &mut self.head, f);
+        visit_child("head", &self.head, f);
+    }
+    fn visit_mut(&mut self, f: &mut dyn FnMut(&str, EntryMut<'_>)) {
+        for (i, b) in self.blocks.iter_mut().enumerate() {
+            visit_child_mut(&format!("blocks.{i}"), b, f);
+        }
+        visit_child_mut("head", &mut self.head, f);
     }
 }

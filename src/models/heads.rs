@@ -9,7 +9,10 @@ use std::str::FromStr;
 use anyhow::{Result, bail};
 use rand::Rng;
 
-use crate::nn::{BatchNorm, Ctx, Dropout, Entry, Linear, MaxPlus, Maxout, Module, SparseMaxPlus, visit_child};
+use crate::nn::{
+    BatchNorm, Ctx, Dropout, Entry, EntryMut, Forward, Linear, MaxPlus, Maxout, Module, SparseMaxPlus, visit_child,
+    visit_child_mut,
+};
 use crate::tensor::Tensor;
 
 /// Which head, as named on the command line (`--head`).
@@ -154,32 +157,47 @@ impl Head {
             Head::SparseMorph { bn1, .. } => HeadKind::SparseMorph { bn: bn1.is_some() },
         }
     }
+}
 
-    /// Features `[N, d]` → logits `[N, k]`.
-    pub fn forward(&mut self, x: &Tensor, ctx: &mut Ctx) -> Tensor {
-        let bn = |bn: &mut Option<BatchNorm>, x: Tensor, ctx: &Ctx| match bn {
-            Some(bn) => bn.forward(&x, ctx),
-            None => x,
-        };
+impl Forward for Head {
+    type Output = Tensor;
+    /// Features `[N, d]` → logits `[N, classes]`.
+    fn forward(&mut self, x: &Tensor, ctx: &mut Ctx) -> Tensor {
         match self {
             Head::Relu { dense1, bn1, drop, dense2 } => {
-                let h = bn1.forward(&dense1.forward(x), ctx).relu();
-                dense2.forward(&drop.forward(&h, ctx))
+                let h = dense1.forward(x, ctx);
+                let h = bn1.forward(&h, ctx).relu();
+                let h = drop.forward(&h, ctx);
+                dense2.forward(&h, ctx)
             }
-            Head::Maxout { maxout, drop, dense2 } => dense2.forward(&drop.forward(&maxout.forward(x, ctx), ctx)),
-            Head::Zhang { dense1, drop, maxplus } => maxplus.forward(&drop.forward(&dense1.forward(x).relu(), ctx)),
+            Head::Maxout { maxout, drop, dense2 } => {
+                let h = maxout.forward(x, ctx);
+                let h = drop.forward(&h, ctx);
+                dense2.forward(&h, ctx)
+            }
+            Head::Zhang { dense1, drop, maxplus } => {
+                let h = dense1.forward(x, ctx).relu();
+                let h = drop.forward(&h, ctx);
+                maxplus.forward(&h, ctx)
+            }
             Head::DenseMorph { dense1, bn1, maxplus, dense2 } => {
-                dense2.forward(&maxplus.forward(&bn(bn1, dense1.forward(x), ctx)))
+                let h = dense1.forward(x, ctx);
+                let h = bn1.forward(&h, ctx);
+                let h = maxplus.forward(&h, ctx);
+                dense2.forward(&h, ctx)
             }
             Head::SparseMorph { dense1, bn1, maxplus, dense2 } => {
-                dense2.forward(&maxplus.forward(&bn(bn1, dense1.forward(x), ctx)))
+                let h = dense1.forward(x, ctx);
+                let h = bn1.forward(&h, ctx);
+                let h = maxplus.forward(&h, ctx);
+                dense2.forward(&h, ctx)
             }
         }
     }
 }
 
 impl Module for Head {
-    fn visit(&mut self, f: &mut dyn FnMut(&str, Entry<'_>)) {
+    fn visit(&self, f: &mut dyn FnMut(&str, Entry<'_>)) {
         match self {
             Head::Relu { dense1, bn1, dense2, .. } => {
                 visit_child("dense1", dense1, f);
@@ -196,19 +214,45 @@ impl Module for Head {
             }
             Head::DenseMorph { dense1, bn1, maxplus, dense2 } => {
                 visit_child("dense1", dense1, f);
-                if let Some(bn) = bn1 {
-                    visit_child("bn1", bn, f);
-                }
+                visit_child("bn1", bn1, f);
                 visit_child("maxplus", maxplus, f);
                 visit_child("dense2", dense2, f);
             }
             Head::SparseMorph { dense1, bn1, maxplus, dense2 } => {
                 visit_child("dense1", dense1, f);
-                if let Some(bn) = bn1 {
-                    visit_child("bn1", bn, f);
-                }
+                visit_child("bn1", bn1, f);
                 visit_child("maxplus", maxplus, f);
                 visit_child("dense2", dense2, f);
+            }
+        }
+    }
+
+    fn visit_mut(&mut self, f: &mut dyn FnMut(&str, EntryMut<'_>)) {
+        match self {
+            Head::Relu { dense1, bn1, dense2, .. } => {
+                visit_child_mut("dense1", dense1, f);
+                visit_child_mut("bn1", bn1, f);
+                visit_child_mut("dense2", dense2, f);
+            }
+            Head::Maxout { maxout, dense2, .. } => {
+                visit_child_mut("maxout", maxout, f);
+                visit_child_mut("dense2", dense2, f);
+            }
+            Head::Zhang { dense1, maxplus, .. } => {
+                visit_child_mut("dense1", dense1, f);
+                visit_child_mut("maxplus", maxplus, f);
+            }
+            Head::DenseMorph { dense1, bn1, maxplus, dense2 } => {
+                visit_child_mut("dense1", dense1, f);
+                visit_child_mut("bn1", bn1, f);
+                visit_child_mut("maxplus", maxplus, f);
+                visit_child_mut("dense2", dense2, f);
+            }
+            Head::SparseMorph { dense1, bn1, maxplus, dense2 } => {
+                visit_child_mut("dense1", dense1, f);
+                visit_child_mut("bn1", bn1, f);
+                visit_child_mut("maxplus", maxplus, f);
+                visit_child_mut("dense2", dense2, f);
             }
         }
     }

@@ -11,7 +11,7 @@ use rand::rngs::Xoshiro256PlusPlus;
 
 use super::heads::{Head, HeadDims, HeadKind};
 use crate::nn::mel::{MelConfig, MelSpectrogram};
-use crate::nn::{BatchNorm, ConvBlock, Ctx, Entry, Module, visit_child};
+use crate::nn::{BatchNorm, ConvBlock, Ctx, Entry, EntryMut, Forward, Module, visit_child, visit_child_mut};
 use crate::tensor::Tensor;
 
 /// Hyper-parameters of a [`ShortChunkCnn`].
@@ -79,15 +79,9 @@ impl ShortChunkCnn {
     }
 
     /// Features `[N, 4C]` of a spectrogram batch.
-    pub fn features(&mut self, spec: &Tensor, ctx: &Ctx) -> Tensor {
+    pub fn features(&mut self, spec: &Tensor, ctx: &mut Ctx) -> Tensor {
         let x = self.spec_bn.forward(spec, ctx);
         self.blocks.iter_mut().fold(x, |h, b| b.forward(&h, ctx)).global_max_pool()
-    }
-
-    /// Tag probabilities `[N, classes]` of raw audio `[N, samples]`.
-    pub fn forward(&mut self, wav: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
-        let spec = self.spectrogram(wav)?;
-        Ok(self.forward_spec(&spec, ctx))
     }
 
     /// Tag probabilities from a precomputed spectrogram.
@@ -97,12 +91,28 @@ impl ShortChunkCnn {
     }
 }
 
+impl Forward for ShortChunkCnn {
+    type Output = Result<Tensor>;
+    /// Tag probabilities `[N, classes]` of raw audio `[N, samples]`.
+    fn forward(&mut self, wav: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
+        let spec = self.spectrogram(wav)?;
+        Ok(self.forward_spec(&spec, ctx))
+    }
+}
+
 impl Module for ShortChunkCnn {
-    fn visit(&mut self, f: &mut dyn FnMut(&str, Entry<'_>)) {
-        visit_child("spec_bn", &mut self.spec_bn, f);
-        for (i, b) in self.blocks.iter_mut().enumerate() {
+    fn visit(&self, f: &mut dyn FnMut(&str, Entry<'_>)) {
+        visit_child("spec_bn", &self.spec_bn, f);
+        for (i, b) in self.blocks.iter().enumerate() {
             visit_child(&format!("blocks.{i}"), b, f);
         }
-        visit_child("head", &mut self.head, f);
+        visit_child("head", &self.head, f);
+    }
+    fn visit_mut(&mut self, f: &mut dyn FnMut(&str, EntryMut<'_>)) {
+        visit_child_mut("spec_bn", &mut self.spec_bn, f);
+        for (i, b) in self.blocks.iter_mut().enumerate() {
+            visit_child_mut(&format!("blocks.{i}"), b, f);
+        }
+        visit_child_mut("head", &mut self.head, f);
     }
 }

@@ -6,7 +6,7 @@
 use ndarray::{ArrayD, IxDyn};
 use rand::{Rng, RngExt};
 
-use super::module::{Ctx, Entry, Module, visit_child};
+use super::module::{Ctx, Entry, EntryMut, Forward, Module, visit_child, visit_child_mut};
 use crate::ops::{self, BatchNormStats};
 use crate::tensor::Tensor;
 
@@ -31,10 +31,6 @@ impl Linear {
         Linear { weight, bias }
     }
 
-    pub fn forward(&self, x: &Tensor) -> Tensor {
-        ops::linear(x, &self.weight, self.bias.as_ref())
-    }
-
     pub fn d_in(&self) -> usize {
         self.weight.shape()[1]
     }
@@ -44,11 +40,24 @@ impl Linear {
     }
 }
 
+impl Forward for Linear {
+    type Output = Tensor;
+    fn forward(&mut self, x: &Tensor, _: &mut Ctx) -> Tensor {
+        ops::linear(x, &self.weight, self.bias.as_ref())
+    }
+}
+
 impl Module for Linear {
-    fn visit(&mut self, f: &mut dyn FnMut(&str, Entry<'_>)) {
-        f("weight", Entry::Param(&mut self.weight));
-        if let Some(b) = &mut self.bias {
+    fn visit(&self, f: &mut dyn FnMut(&str, Entry<'_>)) {
+        f("weight", Entry::Param(&self.weight));
+        if let Some(b) = &self.bias {
             f("bias", Entry::Param(b));
+        }
+    }
+    fn visit_mut(&mut self, f: &mut dyn FnMut(&str, EntryMut<'_>)) {
+        f("weight", EntryMut::Param(&mut self.weight));
+        if let Some(b) = &mut self.bias {
+            f("bias", EntryMut::Param(b));
         }
     }
 }
@@ -68,17 +77,26 @@ impl Conv2d {
         let bias = Some(uniform_param(&[cout], bound, rng));
         Conv2d { weight, bias, stride, padding }
     }
+}
 
-    pub fn forward(&self, x: &Tensor) -> Tensor {
+impl Forward for Conv2d {
+    type Output = Tensor;
+    fn forward(&mut self, x: &Tensor, _: &mut Ctx) -> Tensor {
         ops::conv2d(x, &self.weight, self.bias.as_ref(), self.stride, self.padding)
     }
 }
 
 impl Module for Conv2d {
-    fn visit(&mut self, f: &mut dyn FnMut(&str, Entry<'_>)) {
-        f("weight", Entry::Param(&mut self.weight));
-        if let Some(b) = &mut self.bias {
+    fn visit(&self, f: &mut dyn FnMut(&str, Entry<'_>)) {
+        f("weight", Entry::Param(&self.weight));
+        if let Some(b) = &self.bias {
             f("bias", Entry::Param(b));
+        }
+    }
+    fn visit_mut(&mut self, f: &mut dyn FnMut(&str, EntryMut<'_>)) {
+        f("weight", EntryMut::Param(&mut self.weight));
+        if let Some(b) = &mut self.bias {
+            f("bias", EntryMut::Param(b));
         }
     }
 }
@@ -107,10 +125,13 @@ impl BatchNorm {
             eps: 1e-5,
         }
     }
+}
 
+impl Forward for BatchNorm {
+    type Output = Tensor;
     /// Normalise with batch statistics (and update the running ones) in train
     /// mode, with the running statistics in eval mode.
-    pub fn forward(&mut self, x: &Tensor, ctx: &Ctx) -> Tensor {
+    fn forward(&mut self, x: &Tensor, ctx: &mut Ctx) -> Tensor {
         if ctx.train {
             self.num_batches_tracked += 1;
         }
@@ -125,12 +146,19 @@ impl BatchNorm {
 }
 
 impl Module for BatchNorm {
-    fn visit(&mut self, f: &mut dyn FnMut(&str, Entry<'_>)) {
-        f("weight", Entry::Param(&mut self.weight));
-        f("bias", Entry::Param(&mut self.bias));
-        f("running_mean", Entry::Buffer(&mut self.running_mean));
-        f("running_var", Entry::Buffer(&mut self.running_var));
-        f("num_batches_tracked", Entry::Counter(&mut self.num_batches_tracked));
+    fn visit(&self, f: &mut dyn FnMut(&str, Entry<'_>)) {
+        f("weight", Entry::Param(&self.weight));
+        f("bias", Entry::Param(&self.bias));
+        f("running_mean", Entry::Buffer(&self.running_mean));
+        f("running_var", Entry::Buffer(&self.running_var));
+        f("num_batches_tracked", Entry::Counter(&self.num_batches_tracked));
+    }
+    fn visit_mut(&mut self, f: &mut dyn FnMut(&str, EntryMut<'_>)) {
+        f("weight", EntryMut::Param(&mut self.weight));
+        f("bias", EntryMut::Param(&mut self.bias));
+        f("running_mean", EntryMut::Buffer(&mut self.running_mean));
+        f("running_var", EntryMut::Buffer(&mut self.running_var));
+        f("num_batches_tracked", EntryMut::Counter(&mut self.num_batches_tracked));
     }
 }
 
@@ -139,8 +167,9 @@ pub struct Dropout {
     pub p: f32,
 }
 
-impl Dropout {
-    pub fn forward(&self, x: &Tensor, ctx: &mut Ctx) -> Tensor {
+impl Forward for Dropout {
+    type Output = Tensor;
+    fn forward(&mut self, x: &Tensor, ctx: &mut Ctx) -> Tensor {
         if ctx.train && self.p > 0.0 { ops::dropout(x, self.p, &mut ctx.rng) } else { x.clone() }
     }
 }
@@ -156,16 +185,24 @@ impl ConvBlock {
     pub fn new(cin: usize, cout: usize, rng: &mut impl Rng) -> ConvBlock {
         ConvBlock { conv: Conv2d::new(cin, cout, 3, 1, 1, rng), bn: BatchNorm::new(cout) }
     }
+}
 
-    pub fn forward(&mut self, x: &Tensor, ctx: &Ctx) -> Tensor {
-        let y = self.bn.forward(&self.conv.forward(x), ctx).relu();
+impl Forward for ConvBlock {
+    type Output = Tensor;
+    fn forward(&mut self, x: &Tensor, ctx: &mut Ctx) -> Tensor {
+        let y = self.conv.forward(x, ctx);
+        let y = self.bn.forward(&y, ctx).relu();
         ops::max_pool2d(&y, 2, 2)
     }
 }
 
 impl Module for ConvBlock {
-    fn visit(&mut self, f: &mut dyn FnMut(&str, Entry<'_>)) {
-        visit_child("conv", &mut self.conv, f);
-        visit_child("bn", &mut self.bn, f);
+    fn visit(&self, f: &mut dyn FnMut(&str, Entry<'_>)) {
+        visit_child("conv", &self.conv, f);
+        visit_child("bn", &self.bn, f);
+    }
+    fn visit_mut(&mut self, f: &mut dyn FnMut(&str, EntryMut<'_>)) {
+        visit_child_mut("conv", &mut self.conv, f);
+        visit_child_mut("bn", &mut self.bn, f);
     }
 }

@@ -8,5 +8,8 @@ pub mod module;
 pub mod morph;
 
 pub use layers::{BatchNorm, Conv2d, ConvBlock, Dropout, Linear};
-pub use module::{Ctx, Entry, Misfit, Module, ModuleExt, StateDict, StateDictError, StateValue, visit_child};
+pub use module::{
+    Ctx, Entry, EntryMut, Forward, Misfit, Module, ModuleExt, StateDict, StateDictError, StateValue, visit_child,
+    visit_child_mut,
+};
 pub use morph::{MaxPlus, Maxout, SparseMaxPlus, SparseWeight};

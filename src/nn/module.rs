@@ -1,8 +1,9 @@
 //! The `Module` trait: a layer or model exposes its parameters and buffers
 //! under stable dotted names (PyTorch `state_dict` style, e.g.
 //! `blocks.0.conv.weight`, `head.bn1.running_mean`), and everything else —
-//! optimisers, checkpoints, pruning, weight import — works through that one
-//! visitor.
+//! optimisers, checkpoints, pruning, weight import — works through that pair
+//! of visitors (`visit` to read, `visit_mut` to change). Every layer and
+//! model also has one forward signature, [`Forward`].
 
 use std::collections::BTreeMap;
 
@@ -13,16 +14,24 @@ use rand::rngs::Xoshiro256PlusPlus;
 use super::morph::SparseWeight;
 use crate::tensor::Tensor;
 
-/// One named piece of state, handed out mutably by [`Module::visit`].
+/// One named piece of state, handed out by [`Module::visit`].
 pub enum Entry<'a> {
     /// A learnable leaf tensor (created with [`Tensor::param`]).
-    Param(&'a mut Tensor),
+    Param(&'a Tensor),
     /// A non-learnable array such as a BatchNorm running mean.
-    Buffer(&'a mut ArrayD<f32>),
+    Buffer(&'a ArrayD<f32>),
     /// An integer counter such as `num_batches_tracked`.
-    Counter(&'a mut i64),
+    Counter(&'a i64),
     /// A sparse max-plus weight: learnable values of its active entries.
     /// In a state dict it appears dense, `[out, in]`, `-∞` where inactive.
+    Sparse(&'a SparseWeight),
+}
+
+/// The same entries as [`Entry`], handed out mutably by [`Module::visit_mut`].
+pub enum EntryMut<'a> {
+    Param(&'a mut Tensor),
+    Buffer(&'a mut ArrayD<f32>),
+    Counter(&'a mut i64),
     Sparse(&'a mut SparseWeight),
 }
 
@@ -46,15 +55,36 @@ impl StateValue {
 pub type StateDict = BTreeMap<String, StateValue>;
 
 /// Anything with named parameters and buffers.
+///
+/// The two visitors list the same entries under the same names in the same
+/// order (`tests/checkpoint.rs` checks it for every model); they are written
+/// out twice because Rust has no way to be generic over `&` and `&mut`.
 pub trait Module {
     /// Call `f` once for every parameter and buffer, with its dotted name, in
     /// a fixed order.
-    fn visit(&mut self, f: &mut dyn FnMut(&str, Entry<'_>));
+    fn visit(&self, f: &mut dyn FnMut(&str, Entry<'_>));
+    /// [`Module::visit`] with mutable access, for optimisers and loading.
+    fn visit_mut(&mut self, f: &mut dyn FnMut(&str, EntryMut<'_>));
 }
 
 /// Visit `child`'s state with every name prefixed by `prefix.`.
-pub fn visit_child(prefix: &str, child: &mut (impl Module + ?Sized), f: &mut dyn FnMut(&str, Entry<'_>)) {
+pub fn visit_child(prefix: &str, child: &(impl Module + ?Sized), f: &mut dyn FnMut(&str, Entry<'_>)) {
     child.visit(&mut |name, e| f(&format!("{prefix}.{name}"), e));
+}
+
+/// [`visit_child`] with mutable access.
+pub fn visit_child_mut(prefix: &str, child: &mut (impl Module + ?Sized), f: &mut dyn FnMut(&str, EntryMut<'_>)) {
+    child.visit_mut(&mut |name, e| f(&format!("{prefix}.{name}"), e));
+}
+
+/// The forward pass, with one signature for every layer and model: the
+/// module mutably (BatchNorm updates its running statistics in training
+/// mode), the input, and the [`Ctx`] (train or eval mode, the random stream
+/// dropout draws from). Layers return a [`Tensor`]; models, which check the
+/// shape of what a user hands them, return a `Result`.
+pub trait Forward {
+    type Output;
+    fn forward(&mut self, x: &Tensor, ctx: &mut Ctx) -> Self::Output;
 }
 
 /// Why a state dict does not fit a model: every offending entry, in the
@@ -81,7 +111,7 @@ pub enum Misfit {
 /// Conveniences every [`Module`] gets.
 pub trait ModuleExt: Module {
     /// A copy of every parameter and buffer, keyed by name.
-    fn state_dict(&mut self) -> StateDict {
+    fn state_dict(&self) -> StateDict {
         let mut sd = StateDict::new();
         self.visit(&mut |name, e| {
             let v = match e {
@@ -134,18 +164,18 @@ pub trait ModuleExt: Module {
         if !misfits.is_empty() {
             return Err(StateDictError(misfits));
         }
-        self.visit(&mut |name, e| match (e, &sd[name]) {
-            (Entry::Param(t), StateValue::F32(a)) => *t = Tensor::param(a.clone()),
-            (Entry::Buffer(b), StateValue::F32(a)) => *b = a.clone(),
-            (Entry::Counter(c), StateValue::I64(a)) => *c = *a.iter().next().expect("one value"),
-            (Entry::Sparse(w), StateValue::F32(a)) => *w = SparseWeight::from_dense(a).expect("shape checked"),
+        self.visit_mut(&mut |name, e| match (e, &sd[name]) {
+            (EntryMut::Param(t), StateValue::F32(a)) => *t = Tensor::param(a.clone()),
+            (EntryMut::Buffer(b), StateValue::F32(a)) => *b = a.clone(),
+            (EntryMut::Counter(c), StateValue::I64(a)) => *c = *a.iter().next().expect("one value"),
+            (EntryMut::Sparse(w), StateValue::F32(a)) => *w = SparseWeight::from_dense(a).expect("shape checked"),
             _ => unreachable!("checked above"),
         });
         Ok(())
     }
 
     /// Number of learnable scalars (active entries only, for sparse weights).
-    fn num_params(&mut self) -> usize {
+    fn num_params(&self) -> usize {
         let mut n = 0;
         self.visit(&mut |_, e| match e {
             Entry::Param(t) => n += t.numel(),
@@ -156,7 +186,7 @@ pub trait ModuleExt: Module {
     }
 
     /// Names of the learnable parameters, in visiting order.
-    fn param_names(&mut self) -> Vec<String> {
+    fn param_names(&self) -> Vec<String> {
         let mut names = Vec::new();
         self.visit(&mut |name, e| {
             if let Entry::Param(_) | Entry::Sparse(_) = e {
@@ -185,5 +215,31 @@ impl Ctx {
     /// Evaluation mode (running statistics, dropout off).
     pub fn eval() -> Ctx {
         Ctx { train: false, rng: Xoshiro256PlusPlus::seed_from_u64(0) }
+    }
+}
+
+/// An optional layer (e.g. a head's BatchNorm that a variant leaves out):
+/// no state when absent.
+impl<M: Module> Module for Option<M> {
+    fn visit(&self, f: &mut dyn FnMut(&str, Entry<'_>)) {
+        if let Some(m) = self {
+            m.visit(f);
+        }
+    }
+    fn visit_mut(&mut self, f: &mut dyn FnMut(&str, EntryMut<'_>)) {
+        if let Some(m) = self {
+            m.visit_mut(f);
+        }
+    }
+}
+
+/// An absent layer is the identity.
+impl<M: Forward<Output = Tensor>> Forward for Option<M> {
+    type Output = Tensor;
+    fn forward(&mut self, x: &Tensor, ctx: &mut Ctx) -> Tensor {
+        match self {
+            Some(m) => m.forward(x, ctx),
+            None => x.clone(),
+        }
     }
 }

@@ -9,7 +9,7 @@ use rand::{Rng, RngExt};
 use rand_distr::StandardNormal;
 
 use super::layers::{BatchNorm, Linear};
-use super::module::{Ctx, Entry, Module, visit_child};
+use super::module::{Ctx, Entry, EntryMut, Forward, Module, visit_child, visit_child_mut};
 use crate::kernels::maxplus::sparse::Csr;
 use crate::ops;
 use crate::tensor::Tensor;
@@ -35,17 +35,26 @@ impl MaxPlus {
         let bias = bias.then(|| Tensor::param(normal(&[n_out], rng)));
         MaxPlus { weight, bias }
     }
+}
 
-    pub fn forward(&self, x: &Tensor) -> Tensor {
+impl Forward for MaxPlus {
+    type Output = Tensor;
+    fn forward(&mut self, x: &Tensor, _: &mut Ctx) -> Tensor {
         ops::maxplus(x, &self.weight, self.bias.as_ref())
     }
 }
 
 impl Module for MaxPlus {
-    fn visit(&mut self, f: &mut dyn FnMut(&str, Entry<'_>)) {
-        f("weight", Entry::Param(&mut self.weight));
-        if let Some(b) = &mut self.bias {
+    fn visit(&self, f: &mut dyn FnMut(&str, Entry<'_>)) {
+        f("weight", Entry::Param(&self.weight));
+        if let Some(b) = &self.bias {
             f("bias", Entry::Param(b));
+        }
+    }
+    fn visit_mut(&mut self, f: &mut dyn FnMut(&str, EntryMut<'_>)) {
+        f("weight", EntryMut::Param(&mut self.weight));
+        if let Some(b) = &mut self.bias {
+            f("bias", EntryMut::Param(b));
         }
     }
 }
@@ -112,16 +121,23 @@ impl SparseMaxPlus {
         let bias = Tensor::param(normal(&[n_out], rng));
         SparseMaxPlus { weight: SparseWeight { pattern: Arc::new(pattern), values: Tensor::param(values) }, bias }
     }
+}
 
-    pub fn forward(&self, x: &Tensor) -> Tensor {
+impl Forward for SparseMaxPlus {
+    type Output = Tensor;
+    fn forward(&mut self, x: &Tensor, _: &mut Ctx) -> Tensor {
         ops::sparse_maxplus(x, &self.weight.pattern, &self.weight.values, &self.bias)
     }
 }
 
 impl Module for SparseMaxPlus {
-    fn visit(&mut self, f: &mut dyn FnMut(&str, Entry<'_>)) {
-        f("weight", Entry::Sparse(&mut self.weight));
-        f("bias", Entry::Param(&mut self.bias));
+    fn visit(&self, f: &mut dyn FnMut(&str, Entry<'_>)) {
+        f("weight", Entry::Sparse(&self.weight));
+        f("bias", Entry::Param(&self.bias));
+    }
+    fn visit_mut(&mut self, f: &mut dyn FnMut(&str, EntryMut<'_>)) {
+        f("weight", EntryMut::Sparse(&mut self.weight));
+        f("bias", EntryMut::Param(&mut self.bias));
     }
 }
 
@@ -136,18 +152,31 @@ impl Maxout {
     pub fn new(d_in: usize, d_out: usize, pool: usize, rng: &mut impl Rng) -> Maxout {
         Maxout { branches: (0..pool).map(|_| (Linear::new(d_in, d_out, true, rng), BatchNorm::new(d_out))).collect() }
     }
+}
 
-    pub fn forward(&mut self, x: &Tensor, ctx: &Ctx) -> Tensor {
-        let outs: Vec<Tensor> = self.branches.iter_mut().map(|(lin, bn)| bn.forward(&lin.forward(x), ctx)).collect();
+impl Forward for Maxout {
+    type Output = Tensor;
+    fn forward(&mut self, x: &Tensor, ctx: &mut Ctx) -> Tensor {
+        let mut outs = Vec::with_capacity(self.branches.len());
+        for (lin, bn) in &mut self.branches {
+            let y = lin.forward(x, ctx);
+            outs.push(bn.forward(&y, ctx));
+        }
         Tensor::stack(&outs, 2).max_axis(2)
     }
 }
 
 impl Module for Maxout {
-    fn visit(&mut self, f: &mut dyn FnMut(&str, Entry<'_>)) {
-        for (k, (lin, bn)) in self.branches.iter_mut().enumerate() {
+    fn visit(&self, f: &mut dyn FnMut(&str, Entry<'_>)) {
+        for (k, (lin, bn)) in self.branches.iter().enumerate() {
             visit_child(&format!("branches.{k}.linear"), lin, f);
             visit_child(&format!("branches.{k}.bn"), bn, f);
+        }
+    }
+    fn visit_mut(&mut self, f: &mut dyn FnMut(&str, EntryMut<'_>)) {
+        for (k, (lin, bn)) in self.branches.iter_mut().enumerate() {
+            visit_child_mut(&format!("branches.{k}.linear"), lin, f);
+            visit_child_mut(&format!("branches.{k}.bn"), bn, f);
         }
     }
 }

@@ -17,7 +17,7 @@ pub use sgd::Sgd;
 use anyhow::Result;
 
 use crate::autograd::Grads;
-use crate::nn::{Entry, Module, StateDict};
+use crate::nn::{EntryMut, Module, StateDict};
 
 /// A gradient-descent rule with per-parameter state.
 pub trait Optimizer {
@@ -39,11 +39,11 @@ fn for_each_param_with_grad(
     grads: &Grads,
     mut update: impl FnMut(&str, &mut ndarray::ArrayD<f32>, &ndarray::ArrayD<f32>),
 ) {
-    model.visit(&mut |name, e| {
+    model.visit_mut(&mut |name, e| {
         let t = match e {
-            Entry::Param(t) => t,
-            Entry::Sparse(w) => &mut w.values,
-            Entry::Buffer(_) | Entry::Counter(_) => return,
+            EntryMut::Param(t) => t,
+            EntryMut::Sparse(w) => &mut w.values,
+            EntryMut::Buffer(_) | EntryMut::Counter(_) => return,
         };
         if let Some(g) = grads.get(t) {
             crate::runtime::keep_workers_warm();

@@ -3,7 +3,7 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 
-use crate::kernels::lined::LINE;
+use crate::kernels::line_buf::LINE;
 
 /// The system allocator, with every block of [`LineAligned::FROM`] bytes
 /// or more starting on a cache line. Install it in a binary with

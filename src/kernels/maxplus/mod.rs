@@ -50,7 +50,7 @@ use rayon::prelude::*;
 pub use grads::grads;
 use tile::{Kernel, Out};
 
-use crate::kernels::lined::{Lined, on_a_line};
+use crate::kernels::line_buf::{LineBuf, on_a_line};
 
 /// Sizes of one max-plus product: `x [batch, n_in]`, `W [n_out, n_in]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -294,14 +294,14 @@ unsafe fn forward_simd(isa: Isa, d: Dims, x: &[f32], w: &[f32], bias: Option<&[f
                 // The transpose and the copy overwrite what they use; only
                 // the lanes of a last, partial panel need zeros.
                 if panels.len() != d.n_in * bp || !d.batch.is_multiple_of(lanes) {
-                    *panels = Lined::filled(d.n_in * bp, 0.0);
+                    *panels = LineBuf::filled(d.n_in * bp, 0.0);
                 }
                 for (rows, panel) in x.chunks(lanes * d.n_in).zip(panels.chunks_exact_mut(lanes * d.n_in)) {
                     crate::kernels::transpose_block_into(rows, rows.len() / d.n_in, d.n_in, d.n_in, panel, lanes);
                 }
                 if copy_x {
                     if rows.len() != x.len() {
-                        *rows = Lined::filled(x.len(), 0.0);
+                        *rows = LineBuf::filled(x.len(), 0.0);
                     }
                     rows.copy_from_slice(x);
                 }
@@ -337,17 +337,17 @@ struct Packed {
     /// x packed as the kernels' panels, from a 64-byte boundary on: every
     /// add of the inner loop reads one register of a panel, and a register
     /// load that straddles two cache lines costs two.
-    panels: Lined<f32>,
+    panels: LineBuf<f32>,
     /// x as it is, from a 64-byte boundary on (when winners are tracked and
     /// x itself does not start on a line): the winner search reads 16-input
     /// blocks of x's rows, each then one cache line. Under the
     /// [`LineAligned`](crate::runtime::LineAligned) allocator x is on a line
     /// already and is read in place.
-    rows: Lined<f32>,
+    rows: LineBuf<f32>,
 }
 
 thread_local! {
-    static PACKED: RefCell<Packed> = const { RefCell::new(Packed { call: u64::MAX, panels: Lined::new(), rows: Lined::new() }) };
+    static PACKED: RefCell<Packed> = const { RefCell::new(Packed { call: u64::MAX, panels: LineBuf::new(), rows: LineBuf::new() }) };
 }
 
 /// The reference kernel over row chunks of the batch.

@@ -14,7 +14,7 @@
 use rayon::prelude::*;
 
 use super::NONE;
-use crate::kernels::lined::Lined;
+use crate::kernels::line_buf::LineBuf;
 use crate::kernels::transpose_block_into;
 
 /// The sparsity pattern of a `[n_out, n_in]` weight matrix, row by row,
@@ -141,8 +141,8 @@ impl Chunks {
 pub struct Winners {
     n_out: usize,
     chunks: Chunks,
-    by_row: Lined<u32>,
-    by_output: Lined<u32>,
+    by_row: LineBuf<u32>,
+    by_output: LineBuf<u32>,
 }
 
 impl Winners {
@@ -176,10 +176,10 @@ pub fn forward(
     let (n_in, n_out) = (csr.n_in, csr.n_out);
     assert!(x.len() == batch * n_in && y.len() == batch * n_out && values.len() == csr.nnz() && bias.len() == n_out);
     let chunks = Chunks::new(csr, batch);
-    let mut win = Winners { n_out, chunks, by_row: Lined::default(), by_output: Lined::default() };
+    let mut win = Winners { n_out, chunks, by_row: LineBuf::default(), by_output: LineBuf::default() };
     if record {
-        win.by_row = Lined::filled(batch * n_out, NONE);
-        win.by_output = Lined::filled(batch.next_multiple_of(LANES) * n_out, NONE);
+        win.by_row = LineBuf::filled(batch * n_out, NONE);
+        win.by_output = LineBuf::filled(batch.next_multiple_of(LANES) * n_out, NONE);
     }
     if batch == 0 || n_out == 0 {
         return win;
@@ -222,8 +222,8 @@ pub fn forward(
 
 /// `x [rows, cols]` transposed to `[cols, stride]`, the `stride - rows`
 /// padding columns set to `pad`.
-fn feature_major<E: Copy + Default>(x: &[E], rows: usize, cols: usize, stride: usize, pad: E) -> Lined<E> {
-    let mut t = Lined::filled(cols * stride, pad);
+fn feature_major<E: Copy + Default>(x: &[E], rows: usize, cols: usize, stride: usize, pad: E) -> LineBuf<E> {
+    let mut t = LineBuf::filled(cols * stride, pad);
     transpose_block_into(x, rows, cols, cols, &mut t, stride);
     t
 }

@@ -5,7 +5,7 @@
 //! alignment, so in a buffer where it happened to put the start 16, 32 or 48
 //! bytes into a line, every such load would straddle two lines.
 //!
-//! [`Lined`] is a buffer a kernel owns. The global allocator
+//! [`LineBuf`] is a buffer a kernel owns. The global allocator
 //! [`runtime::LineAligned`](crate::runtime::LineAligned) puts every large
 //! block on a line, tensors included; under it the kernels skip the aligned
 //! copies they otherwise make of their inputs.
@@ -27,65 +27,65 @@ fn line_start<E>(v: &[E]) -> usize {
 }
 
 /// `len` elements from a cache-line boundary on, in an owned buffer.
-pub struct Lined<E> {
+pub struct LineBuf<E> {
     buf: Vec<E>,
     at: usize,
     len: usize,
 }
 
-impl<E> Lined<E> {
+impl<E> LineBuf<E> {
     /// An empty buffer (allocates nothing).
-    pub const fn new() -> Lined<E> {
-        Lined { buf: Vec::new(), at: 0, len: 0 }
+    pub const fn new() -> LineBuf<E> {
+        LineBuf { buf: Vec::new(), at: 0, len: 0 }
     }
 }
 
-impl<E: Copy> Lined<E> {
+impl<E: Copy> LineBuf<E> {
     /// `len` copies of `v`.
-    pub fn filled(len: usize, v: E) -> Lined<E> {
+    pub fn filled(len: usize, v: E) -> LineBuf<E> {
         let buf = vec![v; len + LINE / size_of::<E>().max(1)];
         let at = line_start(&buf);
-        Lined { buf, at, len }
+        LineBuf { buf, at, len }
     }
 }
 
-impl<E> Deref for Lined<E> {
+impl<E> Deref for LineBuf<E> {
     type Target = [E];
     fn deref(&self) -> &[E] {
         &self.buf[self.at..self.at + self.len]
     }
 }
 
-impl<E> DerefMut for Lined<E> {
+impl<E> DerefMut for LineBuf<E> {
     fn deref_mut(&mut self) -> &mut [E] {
         &mut self.buf[self.at..self.at + self.len]
     }
 }
 
-impl<E> Default for Lined<E> {
-    fn default() -> Lined<E> {
-        Lined::new()
+impl<E> Default for LineBuf<E> {
+    fn default() -> LineBuf<E> {
+        LineBuf::new()
     }
 }
 
 /// A clone is aligned again (a plain copy of the `Vec` need not be).
-impl<E: Copy + Default> Clone for Lined<E> {
-    fn clone(&self) -> Lined<E> {
-        let mut c = Lined::filled(self.len, E::default());
+impl<E: Copy + Default> Clone for LineBuf<E> {
+    fn clone(&self) -> LineBuf<E> {
+        let mut c = LineBuf::filled(self.len, E::default());
         c.copy_from_slice(self);
         c
     }
 }
 
-impl<E: PartialEq> PartialEq for Lined<E> {
-    fn eq(&self, other: &Lined<E>) -> bool {
+impl<E: PartialEq> PartialEq for LineBuf<E> {
+    fn eq(&self, other: &LineBuf<E>) -> bool {
         **self == **other
     }
 }
 
-impl<E: Eq> Eq for Lined<E> {}
+impl<E: Eq> Eq for LineBuf<E> {}
 
-impl<E: fmt::Debug> fmt::Debug for Lined<E> {
+impl<E: fmt::Debug> fmt::Debug for LineBuf<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         (**self).fmt(f)
     }
@@ -102,7 +102,7 @@ mod tests {
             let mut keep = Vec::new();
             for pad in 0..8 {
                 keep.push(vec![0u8; 8 * pad + 1]);
-                let b = Lined::filled(len, 7u32);
+                let b = LineBuf::filled(len, 7u32);
                 assert_eq!(b.as_ptr() as usize % LINE, 0);
                 assert_eq!(b.len(), len);
                 assert!(b.iter().all(|&v| v == 7));
