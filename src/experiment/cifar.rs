@@ -87,14 +87,7 @@ impl Plan for CifarProtocol {
     /// Times training steps on random images, and the evaluation forward
     /// pass on a batch of 256 (as [`evaluate`] runs it).
     fn time(&self, head: HeadKind) -> Result<StepCost> {
-        let config = CifarConfig {
-            head,
-            channels: self.channels,
-            hidden: self.hidden,
-            classes: 10,
-            sparse_k: self.sparse_k,
-            dropout: self.dropout,
-        };
+        let config = self.config(head);
         let mut model = CifarNet::new(config, 0);
         let mut opt = Adam::new(self.lr, 0.0);
         let images = |n: usize| {
