@@ -1,5 +1,6 @@
-//! Line charts with optional ±bands, written as SVG and PNG (plotters; the
-//! PNG text uses the embedded DejaVu Sans font, so no system fonts needed).
+//! Line charts with optional ±bands, and maps of the plane (categories per
+//! cell), written as SVG and PNG (plotters; the PNG text uses the embedded
+//! DejaVu Sans font, so no system fonts needed).
 
 use std::path::Path;
 
@@ -32,6 +33,8 @@ pub struct Chart<'a> {
     pub x_categories: Vec<String>,
     /// The y range (default: the data's, with a margin).
     pub y_range: Option<(f64, f64)>,
+    /// The legend at the top centre (default: the middle of the right edge).
+    pub legend_top: bool,
 }
 
 const PALETTE: [RGBColor; 8] = [
@@ -145,7 +148,13 @@ where
                 let radius = if s.line { 3 } else { 5 };
                 ctx.draw_series(s.points.iter().map(|&p| Circle::new(p, radius, color.filled()))).map_err(err)?;
             }
-            ctx.configure_series_labels().border_style(BLACK).background_style(WHITE.mix(0.85)).draw().map_err(err)?;
+            let at = if chart.legend_top { SeriesLabelPosition::UpperMiddle } else { SeriesLabelPosition::MiddleRight };
+            ctx.configure_series_labels()
+                .position(at)
+                .border_style(BLACK)
+                .background_style(WHITE.mix(0.85))
+                .draw()
+                .map_err(err)?;
         }};
     }
     if chart.log_x {
@@ -160,6 +169,93 @@ where
     } else {
         plot_in!(builder.build_cartesian_2d(x0..x1.max(x0 + 1e-9), y0..y1).map_err(err)?);
     }
+    Ok(())
+}
+
+/// A map of the plane: one category per cell of an `nx × ny` grid over
+/// `x_range × y_range` (cells row by row from the bottom), drawn in pale
+/// colours, with points drawn on top in the full colour of their category.
+#[derive(Clone, Debug, Default)]
+pub struct Map<'a> {
+    pub title: &'a str,
+    pub x_range: (f64, f64),
+    pub y_range: (f64, f64),
+    pub nx: usize,
+    pub ny: usize,
+    pub cells: Vec<usize>,
+    pub points: Vec<(f64, f64, usize)>,
+    /// Names of the categories that occur, for the legend (`(category, name)`).
+    pub legend: Vec<(usize, String)>,
+}
+
+/// Colour of category `c`: the eight chart colours, then further hues.
+fn category_color(c: usize) -> RGBColor {
+    if c < PALETTE.len() {
+        return PALETTE[c];
+    }
+    let (r, g, b) = plotters::style::HSLColor(((c * 47) % 360) as f64 / 360.0, 0.65, 0.5).rgb();
+    RGBColor(r, g, b)
+}
+
+/// Several maps in one figure, `cols` to a row; `<stem>.svg` and `<stem>.png`.
+pub fn draw_maps(title: &str, maps: &[Map<'_>], cols: usize, stem: &Path) -> Result<()> {
+    register_font();
+    let cols = cols.max(1);
+    let rows = maps.len().div_ceil(cols).max(1);
+    let size = (460 * cols as u32, 460 * rows as u32 + if title.is_empty() { 0 } else { 40 });
+    let (svg, png) = (stem.with_extension("svg"), stem.with_extension("png"));
+    render_maps(title, maps, (rows, cols), &SVGBackend::new(&svg, size).into_drawing_area())?;
+    render_maps(title, maps, (rows, cols), &BitMapBackend::new(&png, size).into_drawing_area())
+}
+
+fn render_maps<DB: DrawingBackend>(
+    title: &str,
+    maps: &[Map<'_>],
+    grid: (usize, usize),
+    area: &DrawingArea<DB, Shift>,
+) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    let err = |e: DrawingAreaErrorKind<DB::ErrorType>| anyhow!("plotting {title}: {e:?}");
+    area.fill(&WHITE).map_err(err)?;
+    let body = if title.is_empty() { area.clone() } else { area.titled(title, ("sans-serif", 24)).map_err(err)? };
+    for (m, cell) in maps.iter().zip(body.split_evenly(grid)) {
+        let ((x0, x1), (y0, y1)) = (m.x_range, m.y_range);
+        let mut ctx = ChartBuilder::on(&cell)
+            .caption(m.title, ("sans-serif", 20))
+            .margin(10)
+            .x_label_area_size(30)
+            .y_label_area_size(40)
+            .build_cartesian_2d(x0..x1, y0..y1)
+            .map_err(err)?;
+        ctx.configure_mesh()
+            .disable_mesh()
+            .x_label_formatter(&|v| tick(*v))
+            .y_label_formatter(&|v| tick(*v))
+            .draw()
+            .map_err(err)?;
+        let (dx, dy) = ((x1 - x0) / m.nx as f64, (y1 - y0) / m.ny as f64);
+        ctx.draw_series(m.cells.iter().enumerate().map(|(k, &c)| {
+            let (ix, iy) = ((k % m.nx) as f64, (k / m.nx) as f64);
+            let corners = [(x0 + ix * dx, y0 + iy * dy), (x0 + (ix + 1.0) * dx, y0 + (iy + 1.0) * dy)];
+            Rectangle::new(corners, category_color(c).mix(0.35).filled())
+        }))
+        .map_err(err)?;
+        ctx.draw_series(m.points.iter().map(|&(x, y, c)| Circle::new((x, y), 3, category_color(c).filled())))
+            .map_err(err)?;
+        for (c, name) in &m.legend {
+            let color = category_color(*c);
+            ctx.draw_series(std::iter::empty::<Circle<(f64, f64), u32>>())
+                .map_err(err)?
+                .label(name.as_str())
+                .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled()));
+        }
+        if !m.legend.is_empty() {
+            ctx.configure_series_labels().border_style(BLACK).background_style(WHITE.mix(0.85)).draw().map_err(err)?;
+        }
+    }
+    area.present().map_err(err)?;
     Ok(())
 }
 
