@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{accuracy, grid, head, out_dir, predict, train_epoch, two_moons};
+use common::{Data, accuracy, grid, head, out_dir, predict, train_epoch, two_moons};
 use morphgrad::autograd::no_grad;
 use morphgrad::experiment::plots::{Map, draw_maps};
 use morphgrad::kernels::maxplus::{Dims, scalar};
@@ -21,16 +21,14 @@ const CELLS: usize = 90;
 
 /// The winner (input index, or `h` for the bias) of every max-plus unit at
 /// every point: `[points, h]`, or `None` for a head without a max-plus layer.
-fn winners(head: &mut Head, points: &[[f32; 2]]) -> Option<(Vec<u32>, usize)> {
+fn winners(head: &mut Head, points: &Data) -> Option<(Vec<u32>, usize)> {
     let (z, w, b) = match head {
         Head::DenseMorph { dense1, bn1, maxplus, .. } => {
-            let z =
-                no_grad(|| bn1.forward(&dense1.forward(&common::tensor(points), &mut Ctx::eval()), &mut Ctx::eval()));
+            let z = no_grad(|| bn1.forward(&dense1.forward(&points.tensor(), &mut Ctx::eval()), &mut Ctx::eval()));
             (z, maxplus.weight.data().to_vec(), maxplus.bias.as_ref().map(|b| b.data().to_vec()))
         }
         Head::SparseMorph { dense1, bn1, maxplus, .. } => {
-            let z =
-                no_grad(|| bn1.forward(&dense1.forward(&common::tensor(points), &mut Ctx::eval()), &mut Ctx::eval()));
+            let z = no_grad(|| bn1.forward(&dense1.forward(&points.tensor(), &mut Ctx::eval()), &mut Ctx::eval()));
             let dense = maxplus.weight.to_dense(f32::NEG_INFINITY);
             (z, dense.iter().copied().collect(), Some(maxplus.bias.data().to_vec()))
         }
@@ -58,23 +56,23 @@ fn main() -> anyhow::Result<()> {
     let plane = grid(X, Y, CELLS);
     let (mut regions, mut winner_maps) = (Vec::new(), Vec::new());
     for name in ["relu", "dense-morph", "sparse-morph"] {
-        let mut head = head(name, 16, 2, 0);
+        let mut head = head(name, 2, 16, 2, 0);
         let mut opt = Adam::new(1e-2, 0.0);
         let mut snaps = Vec::new();
         for epoch in 0..=epochs {
             if epoch > 0 {
-                train_epoch(&mut head, &mut opt, (&train.0, &train.1), epoch as u64, |_, _| {});
+                train_epoch(&mut head, &mut opt, &train, epoch as u64, |_, _| {});
             }
             if snapshots.contains(&epoch) {
                 snaps.extend(winners(&mut head, &plane).map(|w| (epoch, w)));
             }
         }
-        let acc = accuracy(&mut head, (&test.0, &test.1));
+        let acc = accuracy(&mut head, &test);
         println!("{name:>13}: test accuracy {acc:.1} % after {epochs} epochs");
         let label = head.kind().label();
         let points: Vec<(f64, f64, usize)> =
-            test.0.iter().zip(&test.1).map(|(p, &c)| (p[0] as f64, p[1] as f64, c)).collect();
-        let cells = predict(&mut head, &plane);
+            test.x.chunks(2).zip(&test.y).map(|(p, &c)| (p[0] as f64, p[1] as f64, c)).collect();
+        let cells = predict(&mut head, &plane.tensor());
         regions.push((format!("{label}: {acc:.1} % on test"), cells, points));
         // The unit whose final winner map is richest (most distinct winners).
         let Some((_, (last, h))) = snaps.last() else { continue };

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{head, out_dir, tensor, train_epoch, two_moons};
+use common::{Data, head, out_dir, train_epoch, two_moons};
 use morphgrad::autograd::no_grad;
 use morphgrad::experiment::plots::{Chart, Series, draw_panels};
 use morphgrad::models::Head;
@@ -32,9 +32,9 @@ fn weights(head: &Head) -> &Tensor {
 /// Wins of every weight over `points`: the weight gradient of the max-plus
 /// layer when every output sends back a gradient of 1 (each output of each
 /// sample routes its 1 to its winner, so the gradient counts the wins).
-fn wins(head: &mut Head, points: &[[f32; 2]]) -> Vec<f32> {
+fn wins(head: &mut Head, points: &Data) -> Vec<f32> {
     let (Head::DenseMorph { dense1, bn1, .. } | Head::SparseMorph { dense1, bn1, .. }) = head else { unreachable!() };
-    let z = no_grad(|| bn1.forward(&dense1.forward(&tensor(points), &mut Ctx::eval()), &mut Ctx::eval()));
+    let z = no_grad(|| bn1.forward(&dense1.forward(&points.tensor(), &mut Ctx::eval()), &mut Ctx::eval()));
     let y = match head {
         Head::DenseMorph { maxplus, .. } => ops::maxplus(&z, &maxplus.weight, maxplus.bias.as_ref()),
         Head::SparseMorph { maxplus, .. } => {
@@ -54,12 +54,12 @@ fn main() -> anyhow::Result<()> {
     let (mut learned, mut histograms) = (Vec::new(), Vec::new());
     let mut shares = Vec::new();
     for name in ["dense-morph", "sparse-morph"] {
-        let mut head = head(name, H, 2, 0);
+        let mut head = head(name, 2, H, 2, 0);
         let mut opt = Adam::new(1e-2, 0.0);
         let mut received = vec![false; weights(&head).numel()];
         let mut curve = vec![(0.0, 0.0)];
         for epoch in 1..=epochs {
-            train_epoch(&mut head, &mut opt, (&train.0, &train.1), epoch as u64, |head, grads| {
+            train_epoch(&mut head, &mut opt, &train, epoch as u64, |head, grads| {
                 if let Some(g) = grads.get(weights(head)) {
                     received.iter_mut().zip(g.iter()).for_each(|(r, &g)| *r |= g != 0.0);
                 }
@@ -69,7 +69,7 @@ fn main() -> anyhow::Result<()> {
         }
         let label = head.kind().label();
         let share = curve.last().unwrap().1;
-        let mut w = wins(&mut head, &train.0);
+        let mut w = wins(&mut head, &train);
         let total: f32 = w.iter().sum();
         w.sort_by(|a, b| b.total_cmp(a));
         let top = w[..w.len().div_ceil(10)].iter().sum::<f32>() / total * 100.0;
