@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::RunId;
 use super::cifar::{CifarProtocol, CifarRun, EpochLog, Histogram};
 use super::plots::{Chart, Series, draw, draw_panels};
-use super::stats::{Welch, fmt_mean_std, mean_std, welch};
+use super::stats::{Welch, fmt_mean_std, holm, mean_std, welch};
 use crate::io::write_text_atomic;
 use crate::models::HeadKind;
 
@@ -47,6 +47,9 @@ pub struct Comparison {
     pub r1: Option<f64>,
     /// `None` when the test is undefined (fewer than two seeds, or no spread).
     pub welch: Option<Welch>,
+    /// Welch's p adjusted by Holm's method over the cells of this pair of
+    /// heads (the family of tests a reader scans for "any difference").
+    pub p_holm: Option<f64>,
 }
 
 /// A p value to two significant digits (`< 0.0001` below that).
@@ -171,8 +174,16 @@ impl CifarResults {
         };
         let mut out = Vec::new();
         for (other, o) in heads.iter().filter(|(k, _)| k != sparse) {
+            let mut family = Vec::new();
             let mut cell = |r2: Option<f64>, r1: Option<f64>, a: &[f64], b: &[f64]| {
-                out.push(Comparison { head: sparse.id(), other: other.id(), r2, r1, welch: welch(a, b) });
+                family.push(Comparison {
+                    head: sparse.id(),
+                    other: other.id(),
+                    r2,
+                    r1,
+                    welch: welch(a, b),
+                    p_holm: None,
+                });
             };
             cell(None, None, &s.unpruned_test_acc, &o.unpruned_test_acc);
             for p in &s.pruned {
@@ -180,6 +191,11 @@ impl CifarResults {
                     cell(Some(p.r2), Some(p.r1), &p.test_acc, &q.test_acc);
                 }
             }
+            let adjusted = holm(&family.iter().map(|c| c.welch.map(|w| w.p)).collect::<Vec<_>>());
+            for (c, p) in family.iter_mut().zip(adjusted) {
+                c.p_holm = p;
+            }
+            out.extend(family);
         }
         out
     }
@@ -196,9 +212,12 @@ impl CifarResults {
         });
         let label = |id: &str| id.parse::<HeadKind>().map_or(id.to_string(), |k| k.label());
         let mut s = format!(
-            "\n{} minus each other head: difference of mean test accuracy (points) and Welch's two-sided p over \
-             seeds (sample variances; `–`: fewer than two seeds or no spread on either side).\n\n| r2 | r1 | {} |\n|---|---|{}\n",
+            "\n{} minus each other head: difference of mean test accuracy (points), Welch's two-sided p over \
+             seeds (sample variances), and that p adjusted by Holm's method over the {} cells of the pair (below \
+             0.05: a difference at the 5 % level with the family-wise error held there; `–`: fewer than two seeds \
+             or no spread on either side).\n\n| r2 | r1 | {} |\n|---|---|{}\n",
             label(&first.head),
+            rows.iter().filter(|c| c.other == first.other).count(),
             others.iter().map(|o| format!("vs {}", label(o))).collect::<Vec<_>>().join(" | "),
             "---|".repeat(others.len())
         );
@@ -216,8 +235,10 @@ impl CifarResults {
                 .map(|o| {
                     rows.iter()
                         .find(|c| &c.other == o && c.r2 == r2 && c.r1 == r1)
-                        .and_then(|c| c.welch)
-                        .map_or("–".into(), |w| format!("{:+.2} (p = {})", w.diff, fmt_p(w.p)))
+                        .and_then(|c| Some((c.welch?, c.p_holm?)))
+                        .map_or("–".into(), |(w, h)| {
+                            format!("{:+.2} (p = {}, Holm {})", w.diff, fmt_p(w.p), fmt_p(h))
+                        })
                 })
                 .collect();
             let show = |r: Option<f64>| r.map_or("–".to_string(), |r| r.to_string());
@@ -304,10 +325,12 @@ impl CifarResults {
     pub fn write(&self, dir: &Path) -> Result<()> {
         write_text_atomic(&dir.join("results.json"), &serde_json::to_string_pretty(self)?)?;
         write_text_atomic(&dir.join("results.csv"), &self.csv())?;
-        let mut welch_csv = String::from("head,other,r2,r1,diff,t,df,p\n");
+        let mut welch_csv = String::from("head,other,r2,r1,diff,t,df,p,p_holm\n");
         for c in self.comparisons() {
             let show = |r: Option<f64>| r.map_or(String::new(), |r| r.to_string());
-            let w = c.welch.map_or(",,,".to_string(), |w| format!("{:.4},{:.4},{:.3},{:.6}", w.diff, w.t, w.df, w.p));
+            let w = c.welch.map_or(",,,,".to_string(), |w| {
+                format!("{:.4},{:.4},{:.3},{:.6},{:.6}", w.diff, w.t, w.df, w.p, c.p_holm.unwrap_or(f64::NAN))
+            });
             let _ = writeln!(welch_csv, "{},{},{},{},{w}", c.head, c.other, show(c.r2), show(c.r1));
         }
         write_text_atomic(&dir.join("welch.csv"), &welch_csv)?;

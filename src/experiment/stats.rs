@@ -52,6 +52,26 @@ pub fn welch(a: &[f64], b: &[f64]) -> Option<Welch> {
     Some(Welch { diff: ma - mb, t, df, p })
 }
 
+/// Holm's step-down adjustment of a family of p values (as
+/// `statsmodels.stats.multitest.multipletests(p, method="holm")`): sorted
+/// ascending, the k-th smallest of m is multiplied by `m - k + 1` (k from 1),
+/// the results made non-decreasing in that order and capped at 1. A family
+/// member below α after adjustment is significant with the chance of any
+/// false positive in the whole family at most α. `None`s (undefined tests)
+/// stay `None` and do not count towards `m`.
+pub fn holm(p: &[Option<f64>]) -> Vec<Option<f64>> {
+    let mut order: Vec<usize> = (0..p.len()).filter(|&i| p[i].is_some()).collect();
+    order.sort_by(|&a, &b| p[a].unwrap().total_cmp(&p[b].unwrap()));
+    let m = order.len();
+    let mut out = vec![None; p.len()];
+    let mut running: f64 = 0.0;
+    for (k, &i) in order.iter().enumerate() {
+        running = running.max((p[i].unwrap() * (m - k) as f64).min(1.0));
+        out[i] = Some(running);
+    }
+    out
+}
+
 /// The regularized incomplete beta function `I_x(a, b)`, by its continued
 /// fraction (evaluated with the modified Lentz method), using the symmetry
 /// `I_x(a, b) = 1 - I_{1-x}(b, a)` where the fraction converges slowly.
@@ -124,6 +144,26 @@ fn ln_gamma(x: f64) -> f64 {
 
 #[cfg(test)]
 mod tests {
+    /// Reference values from `statsmodels.stats.multitest.multipletests(p, method="holm")[1]`.
+    #[test]
+    fn holm_matches_statsmodels() {
+        let close = |got: Vec<Option<f64>>, want: &[Option<f64>]| {
+            assert_eq!(got.len(), want.len());
+            for (g, w) in got.iter().zip(want) {
+                match (g, w) {
+                    (Some(g), Some(w)) => assert!((g - w).abs() < 1e-12, "{got:?} vs {want:?}"),
+                    _ => assert_eq!(g, w),
+                }
+            }
+        };
+        close(
+            super::holm(&[Some(0.01), Some(0.04), Some(0.03), Some(0.005)]),
+            &[Some(0.03), Some(0.06), Some(0.06), Some(0.02)],
+        );
+        let p = [Some(0.02), Some(0.3), None, Some(0.04), Some(0.04), Some(0.5), Some(0.011)];
+        close(super::holm(&p), &[Some(0.1), Some(0.6), None, Some(0.16), Some(0.16), Some(0.6), Some(0.066)]);
+    }
+
     #[test]
     fn mean_std_matches_numpy_population_std() {
         let (m, s) = super::mean_std(&[1.0, 2.0, 3.0, 4.0]);
