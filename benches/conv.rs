@@ -3,6 +3,13 @@
 //! paper's CIFAR net at C = 128). Throughput: one element = one FLOP
 //! (forward 2·N·Cout·Cin·9·H·W; backward twice that), so "Gelem/s" reads as
 //! GFLOP/s. Compare with `python3 ../shared/bench/torch_bench.py`.
+//!
+//! `conv/fwd_bwd_<net>_<layer>`: forward + backward of every convolution of
+//! the paper's C = 128 CIFAR net (batch 64) and of the Short-chunk CNN (batch
+//! 16, one 59 049-sample chunk = 128 × 231 mel frames), at the shapes the
+//! training step runs; the first CIFAR layer's input (the images) needs no
+//! gradient, as in training. `python3 benches/torch_conv_layers.py` times the
+//! same shapes in PyTorch; `gemm/fma_peak` is the machine's FMA ceiling.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use morphgrad::{Tensor, autograd::no_grad, ops};
@@ -38,5 +45,43 @@ fn conv(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, conv);
+/// `(name, batch, cin, cout, height, width)` of every 3×3 pad-1 convolution
+/// of the two networks at the paper's width.
+const LAYERS: [(&str, usize, usize, usize, usize, usize); 12] = [
+    ("cifar128_l1_3to128_32x32", 64, 3, 128, 32, 32),
+    ("cifar128_l2_128to128_16x16", 64, 128, 128, 16, 16),
+    ("cifar128_l3_128to256_8x8", 64, 128, 256, 8, 8),
+    ("cifar128_l4_256to256_4x4", 64, 256, 256, 4, 4),
+    ("cifar128_l5_256to256_2x2", 64, 256, 256, 2, 2),
+    ("shortchunk_l1_1to128_128x231", 16, 1, 128, 128, 231),
+    ("shortchunk_l2_128to128_64x115", 16, 128, 128, 64, 115),
+    ("shortchunk_l3_128to256_32x57", 16, 128, 256, 32, 57),
+    ("shortchunk_l4_256to256_16x28", 16, 256, 256, 16, 28),
+    ("shortchunk_l5_256to256_8x14", 16, 256, 256, 8, 14),
+    ("shortchunk_l6_256to256_4x7", 16, 256, 256, 4, 7),
+    ("shortchunk_l7_256to512_2x3", 16, 256, 512, 2, 3),
+];
+
+fn layers(c: &mut Criterion) {
+    morphgrad::runtime::init();
+    let mut g = c.benchmark_group("conv");
+    g.sample_size(10);
+    for (name, n, cin, cout, h, w) in LAYERS {
+        let flop = 2 * n * cout * cin * 9 * h * w;
+        let xv = input(&[n, cin, h, w], 1);
+        // The images entering the CIFAR net need no gradient; every other input does.
+        let x = if cin == 3 { Tensor::new(xv) } else { Tensor::param(xv) };
+        let wt = Tensor::param(input(&[cout, cin, 3, 3], 2).mapv(|v| v * 0.05));
+        let b = Tensor::param(input(&[cout], 3));
+        let gy = input(&[n, cout, h, w], 4);
+        let backward = if x.requires_grad() { 2 } else { 1 };
+        g.throughput(Throughput::Elements(((1 + backward) * flop) as u64));
+        g.bench_function(format!("fwd_bwd_{name}"), |bch| {
+            bch.iter(|| ops::conv2d(&x, &wt, Some(&b), 1, 1).backward_with(&gy))
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, conv, layers);
 criterion_main!(benches);
