@@ -23,6 +23,9 @@ const TARGET_COLS: usize = 256;
 /// Backward splits the batch into at most this many groups, each with its own
 /// partial weight gradient.
 const MAX_GROUPS: usize = 8;
+/// The fewest columns (images × pixels) worth a block of their own, with
+/// its own partial weight gradient.
+const MIN_GROUP_COLS: usize = 64;
 
 /// Convolution `y[n, co] = b[co] + Σ_ci W[co, ci] ⋆ x[n, ci]` with the given
 /// stride and zero padding. Shapes: `x [N, cin, H, W]`, `weight [cout, cin, kh, kw]`,
@@ -95,8 +98,17 @@ impl Geometry {
         Geometry { n: x[0], cout: w[0], s }
     }
 
+    /// Images per GEMM: enough for [`TARGET_COLS`] columns, but split so
+    /// that the batch makes at least as many blocks as it has columns for
+    /// ([`MIN_GROUP_COLS`] each, up to [`MAX_GROUPS`]) — deep layers have a
+    /// few pixels per image, and one block would leave every core but one
+    /// idle, while blocks narrower than that cost more in partial weight
+    /// gradients than they gain. Depends on the shapes only, not on the
+    /// thread count.
     fn images_per_block(&self) -> usize {
-        (TARGET_COLS / self.s.pixels().max(1)).clamp(1, self.n.max(1))
+        let (n, p) = (self.n.max(1), self.s.pixels().max(1));
+        let min_blocks = (n * p / MIN_GROUP_COLS).clamp(1, MAX_GROUPS);
+        (TARGET_COLS / p).clamp(1, n.div_ceil(min_blocks))
     }
 }
 
