@@ -68,15 +68,19 @@ pub fn draw_panels(title: &str, charts: &[Chart<'_>], cols: usize, stem: &Path) 
     let rows = charts.len().div_ceil(cols.max(1)).max(1);
     let size = if charts.len() == 1 { (900, 560) } else { (620 * cols as u32, 420 * rows as u32 + 40) };
     let (svg, png) = (stem.with_extension("svg"), stem.with_extension("png"));
-    render_panels(title, charts, (rows, cols.max(1)), &SVGBackend::new(&svg, size).into_drawing_area())?;
-    render_panels(title, charts, (rows, cols.max(1)), &BitMapBackend::new(&png, size).into_drawing_area())
+    let grid = (rows, cols.max(1));
+    render_grid(title, charts, grid, &SVGBackend::new(&svg, size).into_drawing_area(), render)?;
+    render_grid(title, charts, grid, &BitMapBackend::new(&png, size).into_drawing_area(), render)
 }
 
-fn render_panels<DB: DrawingBackend>(
+/// A white figure under `title`, split into `grid` cells, `one` drawing each
+/// item in its cell.
+fn render_grid<DB: DrawingBackend, T>(
     title: &str,
-    charts: &[Chart<'_>],
+    items: &[T],
     grid: (usize, usize),
     area: &DrawingArea<DB, Shift>,
+    one: impl Fn(&T, &DrawingArea<DB, Shift>) -> Result<()>,
 ) -> Result<()>
 where
     DB::ErrorType: 'static,
@@ -84,8 +88,8 @@ where
     let err = |e: DrawingAreaErrorKind<DB::ErrorType>| anyhow!("plotting {title}: {e:?}");
     area.fill(&WHITE).map_err(err)?;
     let body = if title.is_empty() { area.clone() } else { area.titled(title, ("sans-serif", 24)).map_err(err)? };
-    for (chart, cell) in charts.iter().zip(body.split_evenly(grid)) {
-        render(chart, &cell)?;
+    for (item, cell) in items.iter().zip(body.split_evenly(grid)) {
+        one(item, &cell)?;
     }
     area.present().map_err(err)?;
     Ok(())
@@ -204,58 +208,48 @@ pub fn draw_maps(title: &str, maps: &[Map<'_>], cols: usize, stem: &Path) -> Res
     let rows = maps.len().div_ceil(cols).max(1);
     let size = (460 * cols as u32, 460 * rows as u32 + if title.is_empty() { 0 } else { 40 });
     let (svg, png) = (stem.with_extension("svg"), stem.with_extension("png"));
-    render_maps(title, maps, (rows, cols), &SVGBackend::new(&svg, size).into_drawing_area())?;
-    render_maps(title, maps, (rows, cols), &BitMapBackend::new(&png, size).into_drawing_area())
+    render_grid(title, maps, (rows, cols), &SVGBackend::new(&svg, size).into_drawing_area(), render_map)?;
+    render_grid(title, maps, (rows, cols), &BitMapBackend::new(&png, size).into_drawing_area(), render_map)
 }
 
-fn render_maps<DB: DrawingBackend>(
-    title: &str,
-    maps: &[Map<'_>],
-    grid: (usize, usize),
-    area: &DrawingArea<DB, Shift>,
-) -> Result<()>
+fn render_map<DB: DrawingBackend>(m: &Map<'_>, cell: &DrawingArea<DB, Shift>) -> Result<()>
 where
     DB::ErrorType: 'static,
 {
-    let err = |e: DrawingAreaErrorKind<DB::ErrorType>| anyhow!("plotting {title}: {e:?}");
-    area.fill(&WHITE).map_err(err)?;
-    let body = if title.is_empty() { area.clone() } else { area.titled(title, ("sans-serif", 24)).map_err(err)? };
-    for (m, cell) in maps.iter().zip(body.split_evenly(grid)) {
-        let ((x0, x1), (y0, y1)) = (m.x_range, m.y_range);
-        let mut ctx = ChartBuilder::on(&cell)
-            .caption(m.title, ("sans-serif", 20))
-            .margin(10)
-            .x_label_area_size(30)
-            .y_label_area_size(40)
-            .build_cartesian_2d(x0..x1, y0..y1)
-            .map_err(err)?;
-        ctx.configure_mesh()
-            .disable_mesh()
-            .x_label_formatter(&|v| tick(*v))
-            .y_label_formatter(&|v| tick(*v))
-            .draw()
-            .map_err(err)?;
-        let (dx, dy) = ((x1 - x0) / m.nx as f64, (y1 - y0) / m.ny as f64);
-        ctx.draw_series(m.cells.iter().enumerate().map(|(k, &c)| {
-            let (ix, iy) = ((k % m.nx) as f64, (k / m.nx) as f64);
-            let corners = [(x0 + ix * dx, y0 + iy * dy), (x0 + (ix + 1.0) * dx, y0 + (iy + 1.0) * dy)];
-            Rectangle::new(corners, category_color(c).mix(0.35).filled())
-        }))
+    let err = |e: DrawingAreaErrorKind<DB::ErrorType>| anyhow!("plotting {}: {e:?}", m.title);
+    let ((x0, x1), (y0, y1)) = (m.x_range, m.y_range);
+    let mut ctx = ChartBuilder::on(cell)
+        .caption(m.title, ("sans-serif", 20))
+        .margin(10)
+        .x_label_area_size(30)
+        .y_label_area_size(40)
+        .build_cartesian_2d(x0..x1, y0..y1)
         .map_err(err)?;
-        ctx.draw_series(m.points.iter().map(|&(x, y, c)| Circle::new((x, y), 3, category_color(c).filled())))
-            .map_err(err)?;
-        for (c, name) in &m.legend {
-            let color = category_color(*c);
-            ctx.draw_series(std::iter::empty::<Circle<(f64, f64), u32>>())
-                .map_err(err)?
-                .label(name.as_str())
-                .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled()));
-        }
-        if !m.legend.is_empty() {
-            ctx.configure_series_labels().border_style(BLACK).background_style(WHITE.mix(0.85)).draw().map_err(err)?;
-        }
+    ctx.configure_mesh()
+        .disable_mesh()
+        .x_label_formatter(&|v| tick(*v))
+        .y_label_formatter(&|v| tick(*v))
+        .draw()
+        .map_err(err)?;
+    let (dx, dy) = ((x1 - x0) / m.nx as f64, (y1 - y0) / m.ny as f64);
+    ctx.draw_series(m.cells.iter().enumerate().map(|(k, &c)| {
+        let (ix, iy) = ((k % m.nx) as f64, (k / m.nx) as f64);
+        let corners = [(x0 + ix * dx, y0 + iy * dy), (x0 + (ix + 1.0) * dx, y0 + (iy + 1.0) * dy)];
+        Rectangle::new(corners, category_color(c).mix(0.35).filled())
+    }))
+    .map_err(err)?;
+    ctx.draw_series(m.points.iter().map(|&(x, y, c)| Circle::new((x, y), 3, category_color(c).filled())))
+        .map_err(err)?;
+    for (c, name) in &m.legend {
+        let color = category_color(*c);
+        ctx.draw_series(std::iter::empty::<Circle<(f64, f64), u32>>())
+            .map_err(err)?
+            .label(name.as_str())
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled()));
     }
-    area.present().map_err(err)?;
+    if !m.legend.is_empty() {
+        ctx.configure_series_labels().border_style(BLACK).background_style(WHITE.mix(0.85)).draw().map_err(err)?;
+    }
     Ok(())
 }
 
