@@ -237,7 +237,8 @@ impl CifarResults {
                         .find(|c| &c.other == o && c.r2 == r2 && c.r1 == r1)
                         .and_then(|c| Some((c.welch?, c.p_holm?)))
                         .map_or("–".into(), |(w, h)| {
-                            format!("{:+.2} (p = {}, Holm {})", w.diff, fmt_p(w.p), fmt_p(h))
+                            let p = if w.p < 1e-4 { "p < 0.0001".to_string() } else { format!("p = {}", fmt_p(w.p)) };
+                            format!("{:+.2} ({p}, Holm {})", w.diff, fmt_p(h))
                         })
                 })
                 .collect();
