@@ -33,11 +33,11 @@ fn lift(points: &Data) -> Data {
 /// `|w|` of the head's first layer (both branches for Maxout).
 fn first_layer(head: &Head) -> Vec<f32> {
     let tensors = match head {
-        Head::Relu { dense1, .. } | Head::DenseMorph { dense1, .. } | Head::SparseMorph { dense1, .. } => {
-            vec![&dense1.weight]
-        }
+        Head::Relu { dense1, .. }
+        | Head::Zhang { dense1, .. }
+        | Head::DenseMorph { dense1, .. }
+        | Head::SparseMorph { dense1, .. } => vec![&dense1.weight],
         Head::Maxout { maxout, .. } => maxout.branches.iter().map(|(lin, _)| &lin.weight).collect(),
-        Head::Zhang { dense1, .. } => vec![&dense1.weight],
     };
     tensors.iter().flat_map(|t| t.data().iter().map(|v| v.abs())).collect()
 }

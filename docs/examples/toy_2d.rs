@@ -8,11 +8,9 @@
 mod common;
 
 use common::{Data, accuracy, grid, head, out_dir, predict, train_epoch, two_moons};
-use morphgrad::autograd::no_grad;
 use morphgrad::experiment::plots::{Map, draw_maps};
 use morphgrad::kernels::maxplus::{Dims, scalar};
 use morphgrad::models::Head;
-use morphgrad::nn::{Ctx, Forward};
 use morphgrad::optim::Adam;
 
 const X: (f32, f32) = (-1.6, 2.6);
@@ -22,17 +20,15 @@ const CELLS: usize = 90;
 /// The winner (input index, or `h` for the bias) of every max-plus unit at
 /// every point: `[points, h]`, or `None` for a head without a max-plus layer.
 fn winners(head: &mut Head, points: &Data) -> Option<(Vec<u32>, usize)> {
-    let (z, w, b) = match head {
-        Head::DenseMorph { dense1, bn1, maxplus, .. } => {
-            let z = no_grad(|| bn1.forward(&dense1.forward(&points.tensor(), &mut Ctx::eval()), &mut Ctx::eval()));
-            (z, maxplus.weight.data().to_vec(), maxplus.bias.as_ref().map(|b| b.data().to_vec()))
+    let z = common::maxplus_input(head, points)?;
+    let (w, b) = match head {
+        Head::DenseMorph { maxplus, .. } => {
+            (maxplus.weight.data().to_vec(), maxplus.bias.as_ref().map(|b| b.data().to_vec()))
         }
-        Head::SparseMorph { dense1, bn1, maxplus, .. } => {
-            let z = no_grad(|| bn1.forward(&dense1.forward(&points.tensor(), &mut Ctx::eval()), &mut Ctx::eval()));
-            let dense = maxplus.weight.to_dense(f32::NEG_INFINITY);
-            (z, dense.iter().copied().collect(), Some(maxplus.bias.data().to_vec()))
+        Head::SparseMorph { maxplus, .. } => {
+            (maxplus.weight.to_dense(f32::NEG_INFINITY).into_raw_vec_and_offset().0, Some(maxplus.bias.data().to_vec()))
         }
-        _ => return None,
+        _ => unreachable!("maxplus_input returned a tensor"),
     };
     let h = z.shape()[1];
     let d = Dims { batch: points.len(), n_in: h, n_out: h };

@@ -8,10 +8,8 @@
 mod common;
 
 use common::{Data, head, out_dir, train_epoch, two_moons};
-use morphgrad::autograd::no_grad;
 use morphgrad::experiment::plots::{Chart, Series, draw_panels};
 use morphgrad::models::Head;
-use morphgrad::nn::{Ctx, Forward};
 use morphgrad::optim::Adam;
 use morphgrad::{Tensor, ops};
 use ndarray::ArrayD;
@@ -33,8 +31,7 @@ fn weights(head: &Head) -> &Tensor {
 /// layer when every output sends back a gradient of 1 (each output of each
 /// sample routes its 1 to its winner, so the gradient counts the wins).
 fn wins(head: &mut Head, points: &Data) -> Vec<f32> {
-    let (Head::DenseMorph { dense1, bn1, .. } | Head::SparseMorph { dense1, bn1, .. }) = head else { unreachable!() };
-    let z = no_grad(|| bn1.forward(&dense1.forward(&points.tensor(), &mut Ctx::eval()), &mut Ctx::eval()));
+    let z = common::maxplus_input(head, points).expect("a morph head");
     let y = match head {
         Head::DenseMorph { maxplus, .. } => ops::maxplus(&z, &maxplus.weight, maxplus.bias.as_ref()),
         Head::SparseMorph { maxplus, .. } => {

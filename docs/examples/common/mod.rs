@@ -101,6 +101,18 @@ pub fn train_epoch(
     total / order.len().div_ceil(32) as f32
 }
 
+/// What the max-plus layer of a Dense-Morph or Sparse-Morph head sees for
+/// `data`: `BatchNorm(Linear(x))` in eval mode, `[n, h]`; `None` for a head
+/// without a max-plus layer.
+pub fn maxplus_input(head: &mut Head, data: &Data) -> Option<Tensor> {
+    let (Head::DenseMorph { dense1, bn1, .. } | Head::SparseMorph { dense1, bn1, .. }) = head else { return None };
+    let mut ctx = Ctx::eval();
+    Some(morphgrad::autograd::no_grad(|| {
+        let h = dense1.forward(&data.tensor(), &mut ctx);
+        bn1.forward(&h, &mut ctx)
+    }))
+}
+
 /// The predicted class of every row of `x` (eval mode).
 pub fn predict(head: &mut Head, x: &Tensor) -> Vec<usize> {
     let logits = morphgrad::autograd::no_grad(|| head.forward(x, &mut Ctx::eval()));
