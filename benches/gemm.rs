@@ -10,6 +10,11 @@
 //! max-plus layer runs five times per step (128 KB, about L2-sized work);
 //! throughput in bytes moved (read once, written once) per second.
 
+#[cfg(target_arch = "x86_64")]
+mod common {
+    pub mod ceiling;
+}
+
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use morphgrad::kernels::gemm::{MatRef, gemm_into};
 
@@ -33,15 +38,12 @@ fn sgemm_512(c: &mut Criterion) {
 
 #[cfg(target_arch = "x86_64")]
 fn fma_peak(c: &mut Criterion) {
-    use rayon::prelude::*;
+    use common::ceiling::{CHAINS, STEPS, on_every_thread, sum256};
     use std::arch::x86_64::*;
-    const STEPS: usize = 1 << 20;
-    // 12 independent chains per thread: enough to cover the FMA latency on
-    // two pipes, so the FMA units are the only limit.
     #[target_feature(enable = "avx512f")]
     fn chains512(seed: f32) -> f32 {
         let (m, k) = (_mm512_set1_ps(0.999_999), _mm512_set1_ps(1e-7));
-        let mut a: [__m512; 12] = std::array::from_fn(|i| _mm512_set1_ps(seed + i as f32));
+        let mut a: [__m512; CHAINS] = std::array::from_fn(|i| _mm512_set1_ps(seed + i as f32));
         for _ in 0..STEPS {
             for v in a.iter_mut() {
                 *v = _mm512_fmadd_ps(*v, m, k);
@@ -52,33 +54,22 @@ fn fma_peak(c: &mut Criterion) {
     #[target_feature(enable = "avx2,fma")]
     fn chains256(seed: f32) -> f32 {
         let (m, k) = (_mm256_set1_ps(0.999_999), _mm256_set1_ps(1e-7));
-        let mut a: [__m256; 12] = std::array::from_fn(|i| _mm256_set1_ps(seed + i as f32));
+        let mut a: [__m256; CHAINS] = std::array::from_fn(|i| _mm256_set1_ps(seed + i as f32));
         for _ in 0..STEPS {
             for v in a.iter_mut() {
                 *v = _mm256_fmadd_ps(*v, m, k);
             }
         }
-        let s = a.iter().fold(_mm256_setzero_ps(), |s, v| _mm256_add_ps(s, *v));
-        let q = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps::<1>(s));
-        let q = _mm_hadd_ps(q, q);
-        _mm_cvtss_f32(_mm_hadd_ps(q, q))
+        sum256(&a)
     }
     morphgrad::runtime::init();
-    let threads = rayon::current_num_threads();
     let mut g = c.benchmark_group("gemm");
+    // SAFETY (both): the instruction sets were detected just before. An FMA lane is two FLOPs.
     if std::is_x86_feature_detected!("avx512f") {
-        g.throughput(Throughput::Elements((threads * STEPS * 12 * 16 * 2) as u64));
-        g.bench_function("fma_peak/avx512", |b| {
-            // SAFETY: AVX-512F was detected above.
-            b.iter(|| (0..threads).into_par_iter().map(|t| unsafe { chains512(t as f32) }).sum::<f32>())
-        });
+        unsafe { on_every_thread(&mut g, "fma_peak/avx512", 16 * 2, chains512) };
     }
     if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-        g.throughput(Throughput::Elements((threads * STEPS * 12 * 8 * 2) as u64));
-        g.bench_function("fma_peak/avx2", |b| {
-            // SAFETY: AVX2 and FMA were detected above.
-            b.iter(|| (0..threads).into_par_iter().map(|t| unsafe { chains256(t as f32) }).sum::<f32>())
-        });
+        unsafe { on_every_thread(&mut g, "fma_peak/avx2", 8 * 2, chains256) };
     }
     g.finish();
 }

@@ -9,6 +9,11 @@
 //! counts as 16 or 8 ops). A kernel's efficiency is its rate over the probe
 //! of the ISA it ran with.
 
+#[cfg(target_arch = "x86_64")]
+mod common {
+    pub mod ceiling;
+}
+
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use morphgrad::Tensor;
 use morphgrad::autograd::no_grad;
@@ -58,15 +63,12 @@ fn dense(c: &mut Criterion) {
 
 #[cfg(target_arch = "x86_64")]
 fn roofline(c: &mut Criterion) {
-    use rayon::prelude::*;
+    use common::ceiling::{CHAINS, STEPS, on_every_thread, sum256};
     use std::arch::x86_64::*;
-    const STEPS: usize = 1 << 20;
-    // 12 independent add→max chains per thread: enough to cover the
-    // latencies, so the vector units are the only limit.
     #[target_feature(enable = "avx512f")]
     fn pairs512(seed: f32) -> f32 {
         let b = _mm512_set1_ps(1e-9);
-        let mut a: [__m512; 12] = std::array::from_fn(|i| _mm512_set1_ps(seed + i as f32));
+        let mut a: [__m512; CHAINS] = std::array::from_fn(|i| _mm512_set1_ps(seed + i as f32));
         for _ in 0..STEPS {
             for v in a.iter_mut() {
                 *v = _mm512_max_ps(_mm512_add_ps(*v, b), b);
@@ -77,32 +79,21 @@ fn roofline(c: &mut Criterion) {
     #[target_feature(enable = "avx2")]
     fn pairs256(seed: f32) -> f32 {
         let b = _mm256_set1_ps(1e-9);
-        let mut a: [__m256; 12] = std::array::from_fn(|i| _mm256_set1_ps(seed + i as f32));
+        let mut a: [__m256; CHAINS] = std::array::from_fn(|i| _mm256_set1_ps(seed + i as f32));
         for _ in 0..STEPS {
             for v in a.iter_mut() {
                 *v = _mm256_max_ps(_mm256_add_ps(*v, b), b);
             }
         }
-        let s = a.iter().fold(_mm256_setzero_ps(), |s, v| _mm256_add_ps(s, *v));
-        let q = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps::<1>(s));
-        let q = _mm_hadd_ps(q, q);
-        _mm_cvtss_f32(_mm_hadd_ps(q, q))
+        sum256(&a)
     }
-    let threads = rayon::current_num_threads();
     let mut g = c.benchmark_group("maxplus");
+    // SAFETY (both): the instruction set was detected just before.
     if std::is_x86_feature_detected!("avx512f") {
-        g.throughput(Throughput::Elements((threads * STEPS * 12 * 16) as u64));
-        g.bench_function("roofline_probe/avx512", |b| {
-            // SAFETY: AVX-512F was detected above.
-            b.iter(|| (0..threads).into_par_iter().map(|t| unsafe { pairs512(t as f32) }).sum::<f32>())
-        });
+        unsafe { on_every_thread(&mut g, "roofline_probe/avx512", 16, pairs512) };
     }
     if std::is_x86_feature_detected!("avx2") {
-        g.throughput(Throughput::Elements((threads * STEPS * 12 * 8) as u64));
-        g.bench_function("roofline_probe/avx2", |b| {
-            // SAFETY: AVX2 was detected above.
-            b.iter(|| (0..threads).into_par_iter().map(|t| unsafe { pairs256(t as f32) }).sum::<f32>())
-        });
+        unsafe { on_every_thread(&mut g, "roofline_probe/avx2", 8, pairs256) };
     }
     g.finish();
 }
