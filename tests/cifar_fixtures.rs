@@ -48,6 +48,7 @@ fn structural_zero(head: HeadKind, name: &str) -> bool {
 }
 
 fn check(case: &str, head: HeadKind) {
+    assert_conv_setting_in_effect();
     let Some(d) = fixture(case) else { return };
     let config = CifarConfig { dropout: 0.0, ..CifarConfig::paper(head, 8) };
     let mut model = CifarNet::new(config, 0);
@@ -144,4 +145,22 @@ fn dense_morph_head_matches_torch() {
 #[test]
 fn sparse_morph_head_matches_torch() {
     check("cifar_net_lmpl2", HeadKind::SparseMorph { bn: true });
+}
+
+/// The same comparisons with every convolution through Winograd (these
+/// small nets take GEMM by default): its rounding stays within the same
+/// tolerances.
+#[test]
+fn every_head_matches_torch_with_winograd_convolutions() {
+    rerun_with_env(
+        "MORPHGRAD_CONV",
+        "winograd",
+        &[
+            "relu_head_matches_torch",
+            "maxout_head_matches_torch",
+            "zhang_head_matches_torch",
+            "dense_morph_head_matches_torch",
+            "sparse_morph_head_matches_torch",
+        ],
+    );
 }

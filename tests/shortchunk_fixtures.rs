@@ -13,6 +13,7 @@ use morphgrad::optim::{Adam, Optimizer};
 use morphgrad::{Tensor, ops};
 
 fn check(case: &str, head: HeadKind) {
+    assert_conv_setting_in_effect();
     let Some(d) = fixture(case) else { return };
     let config = ShortChunkConfig { dropout: 0.0, sparse_k: 64, ..ShortChunkConfig::paper(head, 8) };
     let mut model = ShortChunkCnn::new(config, 0);
@@ -90,4 +91,16 @@ fn short_chunk_cnn_with_relu_head_matches_torch() {
 #[test]
 fn short_chunk_cnn_with_sparse_morph_head_matches_torch() {
     check("shortchunk_lmpl2", HeadKind::SparseMorph { bn: true });
+}
+
+/// The same comparisons with every convolution through Winograd (these
+/// small nets take GEMM by default): its rounding stays within the same
+/// tolerances.
+#[test]
+fn every_head_matches_torch_with_winograd_convolutions() {
+    rerun_with_env(
+        "MORPHGRAD_CONV",
+        "winograd",
+        &["short_chunk_cnn_with_relu_head_matches_torch", "short_chunk_cnn_with_sparse_morph_head_matches_torch"],
+    );
 }

@@ -40,6 +40,7 @@ pub mod im2col;
 pub(crate) mod line_buf;
 pub mod maxplus;
 mod transpose;
+pub mod winograd;
 
 pub use transpose::{transpose_block_into, transpose_into};
 

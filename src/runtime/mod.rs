@@ -24,6 +24,7 @@
 //! comparison). See docs/performance.md.
 
 pub mod alloc;
+pub mod cache;
 pub mod threads;
 
 pub use alloc::LineAligned;

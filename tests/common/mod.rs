@@ -127,3 +127,33 @@ pub fn strip_timings(mut v: serde_json::Value) -> serde_json::Value {
     }
     v
 }
+
+/// Run the named tests of this test binary again in a child process with
+/// the environment variable `key=value`, and fail unless every one of them
+/// ran and passed there. For settings the library reads once per process
+/// (`MORPHGRAD_CONV`, `MORPHGRAD_ISA`), which one process cannot switch.
+pub fn rerun_with_env(key: &str, value: &str, tests: &[&str]) {
+    let exe = std::env::current_exe().expect("path of this test binary");
+    let out = std::process::Command::new(exe)
+        .args(tests)
+        .args(["--exact", "--test-threads=1", "--nocapture"])
+        .env(key, value)
+        .output()
+        .expect("run this test binary again");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "with {key}={value}:\n{text}");
+    let want = format!("test result: ok. {} passed", tests.len());
+    assert!(text.contains(&want), "with {key}={value}, expected `{want}`:\n{text}");
+    if text.contains("SKIP:") {
+        eprintln!("with {key}={value}, a test skipped:\n{text}");
+    }
+}
+
+/// Under `MORPHGRAD_CONV=winograd`, check that it is in effect (a 3×3
+/// stride-1 convolution of few channels takes Winograd).
+pub fn assert_conv_setting_in_effect() {
+    use morphgrad::ops::conv::{ConvAlgorithm, conv2d_algorithm};
+    if std::env::var("MORPHGRAD_CONV").as_deref() == Ok("winograd") {
+        assert_eq!(conv2d_algorithm(&[1, 1, 4, 4], &[8, 1, 3, 3], 1, 1), ConvAlgorithm::Winograd);
+    }
+}
