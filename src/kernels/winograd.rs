@@ -193,11 +193,6 @@ fn blocks(n: usize, t: &Tiling, tiles: usize) -> impl Iterator<Item = (usize, us
     (0..rows).step_by(per).map(move |r0| (r0, (r0 + per).min(rows)))
 }
 
-/// Scratch floats the per-row transforms need.
-fn row_scratch(t: &Tiling) -> usize {
-    10 * (t.tw + 1)
-}
-
 /// 3×3 stride-1 convolution `y [n, cout, hout, wout]` of `x [n, cin, h, w]`
 /// by `filters` (with [`Pass::InputGrad`], the convolution that maps an
 /// output gradient to the input gradient: channels the other way round)
@@ -232,11 +227,9 @@ pub fn conv3x3(x: &[f32], n: usize, t: &Tiling, filters: &Filters, pass: Pass, b
             let lo = r0.max(img * t.th);
             let hi = r1.min((img + 1) * t.th);
             let b = bias.map_or(0.0, |b| b[co]);
-            with_scratch(8 * t.tw + 8, |buf| {
-                for r in lo..hi {
-                    let at = co * big_t + (r - r0) * t.tw;
-                    output_tile_row(&m, cout * big_t, at, t, r - img * t.th, b, plane, buf);
-                }
+            let at = co * big_t + (lo - r0) * t.tw;
+            with_scratch(4 * (hi - lo) * t.tw, |buf| {
+                output_tiles(&m, cout * big_t, at, t, lo - img * t.th, hi - img * t.th, b, plane, buf);
             });
         });
     }
@@ -258,13 +251,7 @@ pub fn conv3x3_filter_grad(x: &[f32], g: &[f32], n: usize, cin: usize, cout: usi
         // dM[co][ξ][T] = A dY Aᵀ per tile.
         dm.resize(cout * XI * big_t, 0.0);
         dm.par_chunks_mut(XI * big_t).enumerate().for_each(|(co, dm_co)| {
-            with_scratch(4 * (t.tw + 1), |buf| {
-                for r in r0..r1 {
-                    let (img, i) = (r / t.th, r % t.th);
-                    let plane = &g[(img * cout + co) * p..][..p];
-                    grad_tile_row(plane, t, i, dm_co, big_t, (r - r0) * t.tw, buf);
-                }
-            });
+            with_scratch(4 * big_t, |buf| grad_tiles(g, cout, co, t, r0, r1, dm_co, buf));
         });
         // dU[ξ] += dM[ξ] · V[ξ]ᵀ, in block order for every ξ.
         du.par_chunks_mut(cout * cin).enumerate().for_each(|(xi, du_xi)| {
@@ -290,163 +277,254 @@ pub fn conv3x3_filter_grad(x: &[f32], g: &[f32], n: usize, cin: usize, cout: usi
 /// `[r0, r1)` of every channel (parallel over channels).
 fn transform_inputs(x: &[f32], cin: usize, t: &Tiling, r0: usize, r1: usize, v: &mut Vec<f32>) {
     let big_t = (r1 - r0) * t.tw;
-    let hw = t.h * t.w;
     v.resize(cin * XI * big_t, 0.0);
     v.par_chunks_mut(XI * big_t).enumerate().for_each(|(ci, v_ci)| {
-        with_scratch(row_scratch(t), |buf| {
-            for r in r0..r1 {
-                let (img, i) = (r / t.th, r % t.th);
-                let plane = &x[(img * cin + ci) * hw..][..hw];
-                input_tile_row(plane, t, i, v_ci, big_t, (r - r0) * t.tw, buf);
-            }
-        });
+        with_scratch(XI * big_t + 4 * (t.tw + 1), |buf| input_tiles(x, cin, ci, t, r0, r1, v_ci, buf));
     });
 }
 
-simd_dispatch!(
-    /// `Bᵀ d B` for every tile of tile row `i` of one channel plane, written
-    /// to `v[ξ·ld + at + j]` for tile column `j`.
-    fn input_tile_row(plane: &[f32], t: &Tiling, i: usize, v: &mut [f32], ld: usize, at: usize, buf: &mut [f32]) => input_tile_row_generic
-);
-
-#[inline(always)]
-fn input_tile_row_generic(plane: &[f32], t: &Tiling, i: usize, v: &mut [f32], ld: usize, at: usize, buf: &mut [f32]) {
-    let tw = t.tw;
-    let (padded, rest) = buf.split_at_mut(2 * tw + 2);
-    // e[m][j], o[m][j]: input row m of the patch at the even / odd padded
-    // columns 2j, 2j + 1 (patch column c of tile j is padded column 2j + c).
-    let (eo, _) = rest.split_at_mut(8 * (tw + 1));
-    for m in 0..4 {
-        let y = (2 * i + m) as isize - t.pad as isize;
-        padded.fill(0.0);
-        if y >= 0 && (y as usize) < t.h {
-            let row = &plane[y as usize * t.w..][..t.w];
-            let n = t.w.min(2 * tw + 2 - t.pad);
-            padded[t.pad..t.pad + n].copy_from_slice(&row[..n]);
-        }
-        let (e, o) = eo[m * 2 * (tw + 1)..(m + 1) * 2 * (tw + 1)].split_at_mut(tw + 1);
-        for (j, pair) in padded.chunks_exact(2).enumerate() {
-            e[j] = pair[0];
-            o[j] = pair[1];
-        }
-    }
-    // Rows of Bᵀ d (down the patch) then of (Bᵀ d) B (across it), for all
-    // tiles of the row at once.
-    let row = |m: usize| {
-        let s = &eo[m * 2 * (tw + 1)..(m + 1) * 2 * (tw + 1)];
-        (&s[..tw + 1], &s[tw + 1..])
-    };
-    let (e0, o0) = row(0);
-    let (e1, o1) = row(1);
-    let (e2, o2) = row(2);
-    let (e3, o3) = row(3);
-    let out: [&mut [f32]; XI] = {
-        let mut parts = v.chunks_mut(ld);
-        std::array::from_fn(|_| &mut parts.next().expect("16 rows")[at..at + tw])
-    };
-    for j in 0..tw {
-        // Bᵀ d, column by column: c = 0..4 of the patch are e[j], o[j], e[j+1], o[j+1].
-        let col = |a0: f32, a1: f32, a2: f32, a3: f32| [a0 - a2, a1 + a2, a2 - a1, a1 - a3];
-        let c0 = col(e0[j], e1[j], e2[j], e3[j]);
-        let c1 = col(o0[j], o1[j], o2[j], o3[j]);
-        let c2 = col(e0[j + 1], e1[j + 1], e2[j + 1], e3[j + 1]);
-        let c3 = col(o0[j + 1], o1[j + 1], o2[j + 1], o3[j + 1]);
-        for a in 0..4 {
-            let [b0, b1, b2, b3] = col(c0[a], c1[a], c2[a], c3[a]);
-            out[a * 4][j] = b0;
-            out[a * 4 + 1][j] = b1;
-            out[a * 4 + 2][j] = b2;
-            out[a * 4 + 3][j] = b3;
-        }
-    }
-}
+// Each transform gathers what its tiles read into rows indexed by tile
+// (`rows[k][t]`: element k of tile t), then maps columns to columns over
+// the whole block, eight tiles per step in fixed-size lane arrays that the
+// compiler turns into vector instructions.
 
 simd_dispatch!(
-    /// `Aᵀ M A` (+ bias) for every tile of tile row `i` of one output plane,
-    /// from `m[ξ·ld + at + j]`; drops outputs past the plane's edge.
-    fn output_tile_row(m: &[f32], ld: usize, at: usize, t: &Tiling, i: usize, bias: f32, plane: &mut [f32], buf: &mut [f32]) => output_tile_row_generic
+    /// `Bᵀ d B` for the tiles of tile rows `[r0, r1)` of channel `ci` of
+    /// `x [n, cin, h, w]`: `v [16][T]`.
+    fn input_tiles(x: &[f32], cin: usize, ci: usize, t: &Tiling, r0: usize, r1: usize, v: &mut [f32], buf: &mut [f32]) => input_tiles_generic
 );
 
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn output_tile_row_generic(
+fn input_tiles_generic(
+    x: &[f32],
+    cin: usize,
+    ci: usize,
+    t: &Tiling,
+    r0: usize,
+    r1: usize,
+    v: &mut [f32],
+    buf: &mut [f32],
+) {
+    let (tw, hw) = (t.tw, t.h * t.w);
+    let big_t = (r1 - r0) * tw;
+    let (patch, rest) = buf.split_at_mut(XI * big_t);
+    let (padded, rest) = rest.split_at_mut(2 * tw + 2);
+    let (e, o) = rest[..2 * (tw + 1)].split_at_mut(tw + 1);
+    // patch[m·4 + c][tile]: row m, column c of the tile's 4×4 patch; the
+    // patch of tile j starts at padded column 2j, so its columns are the
+    // even (e) and odd (o) padded columns j and j + 1.
+    for r in r0..r1 {
+        let (img, i) = (r / t.th, r % t.th);
+        let plane = &x[(img * cin + ci) * hw..][..hw];
+        let at = (r - r0) * tw;
+        for m in 0..4 {
+            let y = (2 * i + m) as isize - t.pad as isize;
+            padded.fill(0.0);
+            if y >= 0 && (y as usize) < t.h {
+                let n = t.w.min(2 * tw + 2 - t.pad);
+                padded[t.pad..t.pad + n].copy_from_slice(&plane[y as usize * t.w..][..n]);
+            }
+            for (j, pair) in padded.chunks_exact(2).enumerate() {
+                e[j] = pair[0];
+                o[j] = pair[1];
+            }
+            let row = |c: usize| (m * 4 + c) * big_t + at;
+            patch[row(0)..row(0) + tw].copy_from_slice(&e[..tw]);
+            patch[row(1)..row(1) + tw].copy_from_slice(&o[..tw]);
+            patch[row(2)..row(2) + tw].copy_from_slice(&e[1..]);
+            patch[row(3)..row(3) + tw].copy_from_slice(&o[1..]);
+        }
+    }
+    map_columns::<16, 16>(patch, big_t, v, big_t, big_t, bt_d_b::<8>, bt_d_b::<1>);
+}
+
+simd_dispatch!(
+    /// `Aᵀ M A + bias` for tile rows `[i0, i1)` of one output plane, from
+    /// `m[ξ·ld + at + tile]`; outputs past the plane's edge are dropped.
+    fn output_tiles(m: &[f32], ld: usize, at: usize, t: &Tiling, i0: usize, i1: usize, bias: f32, plane: &mut [f32], buf: &mut [f32]) => output_tiles_generic
+);
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn output_tiles_generic(
     m: &[f32],
     ld: usize,
     at: usize,
     t: &Tiling,
-    i: usize,
+    i0: usize,
+    i1: usize,
     bias: f32,
     plane: &mut [f32],
     buf: &mut [f32],
 ) {
     let tw = t.tw;
-    let src: [&[f32]; XI] = std::array::from_fn(|xi| &m[xi * ld + at..][..tw]);
-    let (rows, _) = buf.split_at_mut(4 * tw);
-    let (y0, y1) = rows.split_at_mut(2 * tw);
-    for j in 0..tw {
-        // Aᵀ M (down), then (Aᵀ M) A (across).
-        let mut s = [[0.0f32; 4]; 2];
-        for b in 0..4 {
-            let (m0, m1, m2, m3) = (src[b][j], src[4 + b][j], src[8 + b][j], src[12 + b][j]);
-            s[0][b] = m0 + m1 + m2;
-            s[1][b] = m1 - m2 - m3;
-        }
-        for (r, out) in [&mut *y0, &mut *y1].into_iter().enumerate() {
-            out[2 * j] = s[r][0] + s[r][1] + s[r][2] + bias;
-            out[2 * j + 1] = s[r][1] - s[r][2] - s[r][3] + bias;
-        }
-    }
-    for (r, out) in [&*y0, &*y1].into_iter().enumerate() {
-        let oy = 2 * i + r;
-        if oy < t.hout {
-            plane[oy * t.wout..(oy + 1) * t.wout].copy_from_slice(&out[..t.wout]);
+    let len = (i1 - i0) * tw;
+    // ys[r·2 + c][tile]: output (r, c) of each tile.
+    let ys = &mut buf[..4 * len];
+    map_columns::<16, 4>(&m[at..], ld, ys, len, len, at_m_a::<8>, at_m_a::<1>);
+    for i in i0..i1 {
+        for r in 0..2 {
+            let oy = 2 * i + r;
+            if oy >= t.hout {
+                continue;
+            }
+            let out = &mut plane[oy * t.wout..(oy + 1) * t.wout];
+            let (y0, y1) = (&ys[(2 * r) * len + (i - i0) * tw..][..tw], &ys[(2 * r + 1) * len + (i - i0) * tw..][..tw]);
+            for (j, pair) in out.chunks_mut(2).enumerate() {
+                pair[0] = y0[j] + bias;
+                if let Some(second) = pair.get_mut(1) {
+                    *second = y1[j] + bias;
+                }
+            }
         }
     }
 }
 
 simd_dispatch!(
-    /// `A dY Aᵀ` for every tile of tile row `i` of one output-gradient plane,
-    /// written to `dm[ξ·ld + at + j]` (outputs past the edge count as zero).
-    fn grad_tile_row(plane: &[f32], t: &Tiling, i: usize, dm: &mut [f32], ld: usize, at: usize, buf: &mut [f32]) => grad_tile_row_generic
+    /// `A dY Aᵀ` for the tiles of tile rows `[r0, r1)` of output channel
+    /// `co` of `g [n, cout, hout, wout]`: `dm [16][T]` (outputs past the
+    /// edge count as zero).
+    fn grad_tiles(g: &[f32], cout: usize, co: usize, t: &Tiling, r0: usize, r1: usize, dm: &mut [f32], buf: &mut [f32]) => grad_tiles_generic
 );
 
 #[inline(always)]
-fn grad_tile_row_generic(plane: &[f32], t: &Tiling, i: usize, dm: &mut [f32], ld: usize, at: usize, buf: &mut [f32]) {
-    let tw = t.tw;
-    let (eo, _) = buf.split_at_mut(4 * tw);
-    for r in 0..2 {
-        let (e, o) = eo[r * 2 * tw..(r + 1) * 2 * tw].split_at_mut(tw);
-        let oy = 2 * i + r;
-        if oy >= t.hout {
-            e.fill(0.0);
-            o.fill(0.0);
-            continue;
-        }
-        let row = &plane[oy * t.wout..(oy + 1) * t.wout];
-        for (j, pair) in row.chunks(2).enumerate() {
-            e[j] = pair[0];
-            o[j] = pair.get(1).copied().unwrap_or(0.0);
-        }
-    }
-    let (e0, o0) = eo[..2 * tw].split_at(tw);
-    let (e1, o1) = eo[2 * tw..].split_at(tw);
-    let out: [&mut [f32]; XI] = {
-        let mut parts = dm.chunks_mut(ld);
-        std::array::from_fn(|_| &mut parts.next().expect("16 rows")[at..at + tw])
-    };
-    // A v for a column of two: [v0, v0 + v1, v0 - v1, -v1].
-    let a_times = |v0: f32, v1: f32| [v0, v0 + v1, v0 - v1, -v1];
-    for j in 0..tw {
-        let q0 = a_times(e0[j], o0[j]); // across row 0
-        let q1 = a_times(e1[j], o1[j]); // across row 1
-        for k in 0..4 {
-            let [d0, d1, d2, d3] = a_times(q0[k], q1[k]);
-            out[k][j] = d0;
-            out[4 + k][j] = d1;
-            out[8 + k][j] = d2;
-            out[12 + k][j] = d3;
+#[allow(clippy::too_many_arguments)]
+fn grad_tiles_generic(
+    g: &[f32],
+    cout: usize,
+    co: usize,
+    t: &Tiling,
+    r0: usize,
+    r1: usize,
+    dm: &mut [f32],
+    buf: &mut [f32],
+) {
+    let (tw, p) = (t.tw, t.hout * t.wout);
+    let big_t = (r1 - r0) * tw;
+    // dys[r·2 + c][tile]: output gradient (r, c) of each tile.
+    let dys = &mut buf[..4 * big_t];
+    for r in r0..r1 {
+        let (img, i) = (r / t.th, r % t.th);
+        let plane = &g[(img * cout + co) * p..][..p];
+        let at = (r - r0) * tw;
+        for rr in 0..2 {
+            let oy = 2 * i + rr;
+            let (even, odd) = dys[2 * rr * big_t..(2 * rr + 2) * big_t].split_at_mut(big_t);
+            let (even, odd) = (&mut even[at..at + tw], &mut odd[at..at + tw]);
+            if oy >= t.hout {
+                even.fill(0.0);
+                odd.fill(0.0);
+                continue;
+            }
+            for (j, pair) in plane[oy * t.wout..(oy + 1) * t.wout].chunks(2).enumerate() {
+                even[j] = pair[0];
+                odd[j] = pair.get(1).copied().unwrap_or(0.0);
+            }
         }
     }
+    map_columns::<4, 16>(dys, big_t, dm, big_t, big_t, a_dy_at::<8>, a_dy_at::<1>);
+}
+
+/// `dst[k·dst_ld + t] = f(src[··src_ld + t])[k]` for `t < len`: `f` maps
+/// the `I` values of a column to `O`, eight columns at a time (`f8`), the
+/// last few one by one (`f1`, the same function).
+#[inline(always)]
+fn map_columns<const I: usize, const O: usize>(
+    src: &[f32],
+    src_ld: usize,
+    dst: &mut [f32],
+    dst_ld: usize,
+    len: usize,
+    f8: impl Fn([Lanes<8>; I]) -> [Lanes<8>; O],
+    f1: impl Fn([Lanes<1>; I]) -> [Lanes<1>; O],
+) {
+    assert!(I > 0 && O > 0 && (I - 1) * src_ld + len <= src.len() && (O - 1) * dst_ld + len <= dst.len());
+    let mut t = 0;
+    while t + 8 <= len {
+        let out = f8(std::array::from_fn(|k| Lanes(src[k * src_ld + t..][..8].try_into().expect("8 lanes"))));
+        for (k, lanes) in out.iter().enumerate() {
+            dst[k * dst_ld + t..][..8].copy_from_slice(&lanes.0);
+        }
+        t += 8;
+    }
+    for t in t..len {
+        let out = f1(std::array::from_fn(|k| Lanes([src[k * src_ld + t]])));
+        for (k, lanes) in out.iter().enumerate() {
+            dst[k * dst_ld + t] = lanes.0[0];
+        }
+    }
+}
+
+/// `N` values that one arithmetic operation applies to lane by lane.
+#[derive(Clone, Copy)]
+struct Lanes<const N: usize>([f32; N]);
+
+impl<const N: usize> std::ops::Add for Lanes<N> {
+    type Output = Self;
+    #[inline(always)]
+    fn add(self, b: Self) -> Self {
+        Lanes(std::array::from_fn(|l| self.0[l] + b.0[l]))
+    }
+}
+
+impl<const N: usize> std::ops::Sub for Lanes<N> {
+    type Output = Self;
+    #[inline(always)]
+    fn sub(self, b: Self) -> Self {
+        Lanes(std::array::from_fn(|l| self.0[l] - b.0[l]))
+    }
+}
+
+impl<const N: usize> std::ops::Neg for Lanes<N> {
+    type Output = Self;
+    #[inline(always)]
+    fn neg(self) -> Self {
+        Lanes(self.0.map(|v| -v))
+    }
+}
+
+/// `Bᵀ v` for a column of four.
+#[inline(always)]
+fn bt<const N: usize>([v0, v1, v2, v3]: [Lanes<N>; 4]) -> [Lanes<N>; 4] {
+    [v0 - v2, v1 + v2, v2 - v1, v1 - v3]
+}
+
+/// `Aᵀ v` for a column of four.
+#[inline(always)]
+fn at<const N: usize>([v0, v1, v2, v3]: [Lanes<N>; 4]) -> [Lanes<N>; 2] {
+    [v0 + v1 + v2, v1 - v2 - v3]
+}
+
+/// `A v` for a column of two (the adjoint of [`at`]).
+#[inline(always)]
+fn a<const N: usize>([v0, v1]: [Lanes<N>; 2]) -> [Lanes<N>; 4] {
+    [v0, v0 + v1, v0 - v1, -v1]
+}
+
+/// `Bᵀ d B` of a 4×4 patch `d[m·4 + c]`, as `V[ξ = a·4 + b]`.
+#[inline(always)]
+fn bt_d_b<const N: usize>(d: [Lanes<N>; 16]) -> [Lanes<N>; 16] {
+    let rows: [[Lanes<N>; 4]; 4] = std::array::from_fn(|m| bt([d[4 * m], d[4 * m + 1], d[4 * m + 2], d[4 * m + 3]]));
+    let cols: [[Lanes<N>; 4]; 4] = std::array::from_fn(|b| bt([rows[0][b], rows[1][b], rows[2][b], rows[3][b]]));
+    std::array::from_fn(|xi| cols[xi % 4][xi / 4])
+}
+
+/// `Aᵀ M A` of a 4×4 `M[ξ]`, as the 2×2 outputs `y[r·2 + c]`.
+#[inline(always)]
+fn at_m_a<const N: usize>(m: [Lanes<N>; 16]) -> [Lanes<N>; 4] {
+    let down: [[Lanes<N>; 2]; 4] = std::array::from_fn(|b| at([m[b], m[4 + b], m[8 + b], m[12 + b]]));
+    let [y00, y01] = at([down[0][0], down[1][0], down[2][0], down[3][0]]);
+    let [y10, y11] = at([down[0][1], down[1][1], down[2][1], down[3][1]]);
+    [y00, y01, y10, y11]
+}
+
+/// `A dY Aᵀ` of a 2×2 `dY[r·2 + c]`, as `dM[ξ]` (the adjoint of [`at_m_a`]).
+#[inline(always)]
+fn a_dy_at<const N: usize>(dy: [Lanes<N>; 4]) -> [Lanes<N>; 16] {
+    let across = [a([dy[0], dy[1]]), a([dy[2], dy[3]])];
+    let cols: [[Lanes<N>; 4]; 4] = std::array::from_fn(|b| a([across[0][b], across[1][b]]));
+    std::array::from_fn(|xi| cols[xi % 4][xi / 4])
 }
 
 #[cfg(test)]
