@@ -20,8 +20,11 @@
 //!
 //! Environment: `RAYON_NUM_THREADS` (threads of the pool; default one per
 //! core), `MORPHGRAD_SPIN_US` (default 1000; `0` when other processes need
-//! the cores), `MORPHGRAD_ISA=scalar|avx2` (a slower max-plus kernel, for
-//! comparison). See docs/performance.md.
+//! the cores), `MORPHGRAD_ISA=scalar|avx2` (a slower instruction set for the
+//! max-plus kernels and the Winograd transforms, for comparison),
+//! `MORPHGRAD_CONV=gemm|winograd` (force one convolution algorithm),
+//! `MORPHGRAD_L2_BYTES=n` (the L2 size blocking assumes; default: what
+//! [`cache`] reads from the system). See docs/performance.md.
 
 pub mod alloc;
 pub mod cache;
