@@ -210,15 +210,14 @@ pub fn conv3x3(x: &[f32], n: usize, t: &Tiling, filters: &Filters, pass: Pass, b
     for (r0, r1) in blocks(n, t, tiles_per_block(cin, cout)) {
         let big_t = (r1 - r0) * t.tw;
         transform_inputs(x, cin, t, r0, r1, &mut v);
-        // M[ξ] = U[ξ] · V[ξ], V[ξ] being rows ξ·T.. of each channel's [16][T].
+        // M[ξ] = U[ξ] · V[ξ].
         m.resize(XI * cout * big_t, 0.0);
         m.par_chunks_mut(cout * big_t).enumerate().for_each(|(xi, m_xi)| {
-            let v_xi = MatRef { data: &v[xi * big_t..], rows: cin, cols: big_t, rs: XI * big_t, cs: 1 };
             let u_xi = match pass {
                 Pass::Forward => filters.forward(xi),
                 Pass::InputGrad => filters.input_grad(xi),
             };
-            gemm(1.0, u_xi, v_xi, 0.0, m_xi, big_t, 1);
+            gemm(1.0, u_xi, at_point(&v, xi, cin, big_t), 0.0, m_xi, big_t, 1);
         });
         // Output planes of the block's images; each takes its block rows.
         let (img0, img1) = (r0 / t.th, (r1 - 1) / t.th + 1);
@@ -255,9 +254,7 @@ pub fn conv3x3_filter_grad(x: &[f32], g: &[f32], n: usize, cin: usize, cout: usi
         });
         // dU[ξ] += dM[ξ] · V[ξ]ᵀ, in block order for every ξ.
         du.par_chunks_mut(cout * cin).enumerate().for_each(|(xi, du_xi)| {
-            let dm_xi = MatRef { data: &dm[xi * big_t..], rows: cout, cols: big_t, rs: XI * big_t, cs: 1 };
-            let v_xi = MatRef { data: &v[xi * big_t..], rows: cin, cols: big_t, rs: XI * big_t, cs: 1 };
-            gemm(1.0, dm_xi, v_xi.t(), 1.0, du_xi, cin, 1);
+            gemm(1.0, at_point(&dm, xi, cout, big_t), at_point(&v, xi, cin, big_t).t(), 1.0, du_xi, cin, 1);
         });
     }
     // dW = Gᵀ dU G per (co, ci), parallel over co.
@@ -271,6 +268,12 @@ pub fn conv3x3_filter_grad(x: &[f32], g: &[f32], n: usize, cin: usize, cout: usi
         });
     });
     dw
+}
+
+/// Point `ξ` of a block's transformed tiles laid out `[channel][16][T]`:
+/// the `channels × T` matrix at offset `ξ·T` with row stride `16·T`.
+fn at_point(tiles: &[f32], xi: usize, channels: usize, big_t: usize) -> MatRef<'_> {
+    MatRef { data: &tiles[xi * big_t..], rows: channels, cols: big_t, rs: XI * big_t, cs: 1 }
 }
 
 /// `v [cin][16][T]`: the transformed 4×4 input patches of tile rows
