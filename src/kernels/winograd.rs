@@ -235,7 +235,7 @@ pub fn conv3x3(x: &[f32], n: usize, t: &Tiling, filters: &Filters, pass: Pass, b
     y
 }
 
-/// The weight gradient `dW [cout, cin, 3, 3]` of [`conv3x3`] (not flipped)
+/// The weight gradient `dW [cout, cin, 3, 3]` of the forward [`conv3x3`]
 /// for input `x [n, cin, h, w]` and output gradient `g [n, cout, hout, wout]`.
 pub fn conv3x3_filter_grad(x: &[f32], g: &[f32], n: usize, cin: usize, cout: usize, t: &Tiling) -> Vec<f32> {
     let p = t.hout * t.wout;
