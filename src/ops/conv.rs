@@ -143,13 +143,6 @@ impl Geometry {
         Geometry { n: x[0], cout: w[0], s }
     }
 
-    /// Images per GEMM: enough for [`TARGET_COLS`] columns, but split so
-    /// that the batch makes at least as many blocks as it has columns for
-    /// ([`MIN_GROUP_COLS`] each, up to [`MAX_GROUPS`]) — deep layers have a
-    /// few pixels per image, and one block would leave every core but one
-    /// idle, while blocks narrower than that cost more in partial weight
-    /// gradients than they gain. Depends on the shapes only, not on the
-    /// thread count.
     /// The Winograd tiling, when this convolution takes that path.
     fn winograd(&self) -> Option<Tiling> {
         (self.algorithm(forced_algorithm()) == ConvAlgorithm::Winograd)
@@ -171,6 +164,13 @@ impl Geometry {
         }
     }
 
+    /// Images per GEMM: enough for [`TARGET_COLS`] columns, but split so
+    /// that the batch makes at least as many blocks as it has columns for
+    /// ([`MIN_GROUP_COLS`] each, up to [`MAX_GROUPS`]) — deep layers have a
+    /// few pixels per image, and one block would leave every core but one
+    /// idle, while blocks narrower than that cost more in partial weight
+    /// gradients than they gain. Depends on the shapes only, not on the
+    /// thread count.
     fn images_per_block(&self) -> usize {
         let (n, p) = (self.n.max(1), self.s.pixels().max(1));
         let min_blocks = (n * p / MIN_GROUP_COLS).clamp(1, MAX_GROUPS);
