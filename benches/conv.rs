@@ -46,27 +46,25 @@ fn conv(c: &mut Criterion) {
 }
 
 /// `(name, batch, cin, cout, height, width)` of every 3×3 pad-1 convolution
-/// of the two networks at the paper's width.
-const LAYERS: [(&str, usize, usize, usize, usize, usize); 12] = [
-    ("cifar128_l1_3to128_32x32", 64, 3, 128, 32, 32),
-    ("cifar128_l2_128to128_16x16", 64, 128, 128, 16, 16),
-    ("cifar128_l3_128to256_8x8", 64, 128, 256, 8, 8),
-    ("cifar128_l4_256to256_4x4", 64, 256, 256, 4, 4),
-    ("cifar128_l5_256to256_2x2", 64, 256, 256, 2, 2),
-    ("shortchunk_l1_1to128_128x231", 16, 1, 128, 128, 231),
-    ("shortchunk_l2_128to128_64x115", 16, 128, 128, 64, 115),
-    ("shortchunk_l3_128to256_32x57", 16, 128, 256, 32, 57),
-    ("shortchunk_l4_256to256_16x28", 16, 256, 256, 16, 28),
-    ("shortchunk_l5_256to256_8x14", 16, 256, 256, 8, 14),
-    ("shortchunk_l6_256to256_4x7", 16, 256, 256, 4, 7),
-    ("shortchunk_l7_256to512_2x3", 16, 256, 512, 2, 3),
-];
+/// of the two networks at the paper's width, from `benches/conv_layers.csv`
+/// (which `torch_conv_layers.py` reads too).
+fn conv_layers() -> Vec<(String, usize, usize, usize, usize, usize)> {
+    include_str!("conv_layers.csv")
+        .lines()
+        .skip(1)
+        .map(|line| {
+            let f: Vec<&str> = line.split(',').collect();
+            let num = |i: usize| f[i].parse::<usize>().expect("conv_layers.csv: a count");
+            (f[0].to_string(), num(1), num(2), num(3), num(4), num(5))
+        })
+        .collect()
+}
 
 fn layers(c: &mut Criterion) {
     morphgrad::runtime::init();
     let mut g = c.benchmark_group("conv");
     g.sample_size(10);
-    for (name, n, cin, cout, h, w) in LAYERS {
+    for (name, n, cin, cout, h, w) in conv_layers() {
         let flop = 2 * n * cout * cin * 9 * h * w;
         let xv = input(&[n, cin, h, w], 1);
         // The images entering the CIFAR net need no gradient; every other input does.

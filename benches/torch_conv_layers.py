@@ -7,25 +7,16 @@ Median of `--reps` timed repetitions after 3 warm-up ones; prints GFLOP/s (forwa
 backward the same once per gradient). Run: python3 benches/torch_conv_layers.py
 """
 import argparse
+import csv
+import os
 import statistics
 import time
 
 import torch
 
-LAYERS = [
-    ("cifar128_l1_3to128_32x32", 64, 3, 128, 32, 32),
-    ("cifar128_l2_128to128_16x16", 64, 128, 128, 16, 16),
-    ("cifar128_l3_128to256_8x8", 64, 128, 256, 8, 8),
-    ("cifar128_l4_256to256_4x4", 64, 256, 256, 4, 4),
-    ("cifar128_l5_256to256_2x2", 64, 256, 256, 2, 2),
-    ("shortchunk_l1_1to128_128x231", 16, 1, 128, 128, 231),
-    ("shortchunk_l2_128to128_64x115", 16, 128, 128, 64, 115),
-    ("shortchunk_l3_128to256_32x57", 16, 128, 256, 32, 57),
-    ("shortchunk_l4_256to256_16x28", 16, 256, 256, 16, 28),
-    ("shortchunk_l5_256to256_8x14", 16, 256, 256, 8, 14),
-    ("shortchunk_l6_256to256_4x7", 16, 256, 256, 4, 7),
-    ("shortchunk_l7_256to512_2x3", 16, 256, 512, 2, 3),
-]
+# (name, batch, cin, cout, height, width), shared with benches/conv.rs.
+with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "conv_layers.csv")) as f:
+    LAYERS = [(r["name"], *(int(r[k]) for k in ("batch", "cin", "cout", "height", "width"))) for r in csv.DictReader(f)]
 
 
 def main():

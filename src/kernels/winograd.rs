@@ -41,7 +41,7 @@
 use rayon::prelude::*;
 
 use crate::kernels::gemm::{MatRef, gemm};
-use crate::kernels::with_scratch;
+use crate::kernels::{transpose_into, with_scratch};
 
 /// Points of the transform domain (4 × 4).
 const XI: usize = 16;
@@ -86,10 +86,7 @@ impl Filters {
         let mut u = vec![0.0f32; cout * XI * cin];
         u.par_chunks_mut(XI * cin).zip(w.par_chunks(cin * 9)).for_each(|(u_co, w_co)| {
             with_scratch(9 * cin, |taps| {
-                // taps[t][ci] = w[co, ci, t]
-                for (ci, g) in w_co.chunks_exact(9).enumerate() {
-                    (0..9).for_each(|t| taps[t * cin + ci] = g[t]);
-                }
+                transpose_into(w_co, cin, 9, taps); // taps[t][ci] = w[co, ci, t]
                 filter_rows(taps, cin, u_co);
             });
         });
@@ -262,9 +259,7 @@ pub fn conv3x3_filter_grad(x: &[f32], g: &[f32], n: usize, cin: usize, cout: usi
     dw.par_chunks_mut(cin * 9).enumerate().for_each(|(co, dw_co)| {
         with_scratch(9 * cin, |taps| {
             filter_grad_rows(&du[co * cin..], cout * cin, cin, taps);
-            for (ci, out) in dw_co.chunks_exact_mut(9).enumerate() {
-                (0..9).for_each(|t| out[t] = taps[t * cin + ci]);
-            }
+            transpose_into(taps, 9, cin, dw_co);
         });
     });
     dw

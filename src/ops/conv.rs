@@ -202,19 +202,15 @@ pub(crate) fn conv2d_backward(
     let w = MatRef::new(weight.data(), cout, k);
 
     let mut gx = if need_x { vec![0.0f32; n * in_len] } else { Vec::new() };
-    // One (dW, db) partial per group of images, summed below in group order.
-    let group = |gi: usize, gx_group: &mut [f32]| -> (Vec<f32>, Vec<f64>) {
+    // One dW partial per group of images, summed below in group order.
+    let group = |gi: usize, gx_group: &mut [f32]| -> Vec<f32> {
         let mut gw = vec![0.0f32; if need_w { cout * k } else { 0 }];
-        let mut gb = vec![0.0f64; cout];
         let first = gi * per_group;
         let last = (first + per_group).min(n);
         for b0 in (first..last).step_by(nb) {
             let imgs = nb.min(last - b0);
             let cols = imgs * p;
             let g_blk = &g[b0 * cout * p..(b0 + imgs) * cout * p];
-            for (co, plane) in g_blk.chunks_exact(p).enumerate() {
-                gb[co % cout] += plane.iter().map(|&v| v as f64).sum::<f64>();
-            }
             let gy_len = if imgs > 1 { cout * cols } else { 0 };
             with_scratch(2 * k * cols + gy_len, |buf| {
                 let (col, rest) = buf.split_at_mut(k * cols);
@@ -237,9 +233,9 @@ pub(crate) fn conv2d_backward(
                 }
             });
         }
-        (gw, gb)
+        gw
     };
-    let partials: Vec<(Vec<f32>, Vec<f64>)> = if need_x {
+    let partials: Vec<Vec<f32>> = if need_x {
         gx.par_chunks_mut(per_group * in_len).enumerate().map(|(gi, gxg)| group(gi, gxg)).collect()
     } else {
         (0..n.div_ceil(per_group)).into_par_iter().map(|gi| group(gi, &mut [])).collect()
@@ -247,13 +243,10 @@ pub(crate) fn conv2d_backward(
 
     let dx = need_x.then(|| ArrayD::from_shape_vec(IxDyn(x.shape()), gx).expect("shape of x"));
     let dw = need_w.then(|| {
-        let total = sum_in_order(partials.iter().map(|(gw, _)| gw.as_slice()), cout * k);
+        let total = sum_in_order(partials.iter().map(Vec::as_slice), cout * k);
         ArrayD::from_shape_vec(IxDyn(weight.shape()), total).expect("shape of W")
     });
-    let db = bias.filter(|b| b.requires_grad()).map(|_| {
-        let total = sum_in_order(partials.iter().map(|(_, gb)| gb.as_slice()), cout);
-        ArrayD::from_shape_vec(IxDyn(&[cout]), total.into_iter().map(|v| v as f32).collect()).expect("cout")
-    });
+    let db = bias.filter(|b| b.requires_grad()).map(|_| bias_grad(g, n, cout, p));
     [dx, dw, db]
 }
 
@@ -279,18 +272,21 @@ fn winograd_backward(
         let dw = winograd::conv3x3_filter_grad(x.data(), g, n, cin, cout, t);
         ArrayD::from_shape_vec(IxDyn(weight.shape()), dw).expect("shape of W")
     });
-    let db = bias.filter(|b| b.requires_grad()).map(|_| {
-        let p = t.hout * t.wout;
-        let total = (0..cout)
-            .into_par_iter()
-            .map(|co| {
-                let planes = (0..n).map(|img| &g[(img * cout + co) * p..][..p]);
-                planes.map(|plane| plane.iter().map(|&v| v as f64).sum::<f64>()).sum::<f64>() as f32
-            })
-            .collect();
-        ArrayD::from_shape_vec(IxDyn(&[cout]), total).expect("cout")
-    });
+    let db = bias.filter(|b| b.requires_grad()).map(|_| bias_grad(g, n, cout, t.hout * t.wout));
     [dx, dw, db]
+}
+
+/// `db[co] = Σ g[·, co, ·]` of a `[n, cout, p]` output gradient, summed in
+/// f64 image by image (parallel over channels, the same for any thread count).
+fn bias_grad(g: &[f32], n: usize, cout: usize, p: usize) -> ArrayD<f32> {
+    let total = (0..cout)
+        .into_par_iter()
+        .map(|co| {
+            let planes = (0..n).map(|img| &g[(img * cout + co) * p..][..p]);
+            planes.map(|plane| plane.iter().map(|&v| v as f64).sum::<f64>()).sum::<f64>() as f32
+        })
+        .collect();
+    ArrayD::from_shape_vec(IxDyn(&[cout]), total).expect("cout")
 }
 
 /// The upstream gradient of `imgs` images, `[imgs][cout][p]`, as the
@@ -312,11 +308,8 @@ fn channel_major<'a>(g: &'a [f32], imgs: usize, cout: usize, p: usize, tmp: &'a 
 
 /// The element-wise sum of `len`-long partial results, added in the order
 /// given (so that the total does not depend on the thread count).
-fn sum_in_order<'a, T: Copy + Default + std::ops::AddAssign + 'a>(
-    parts: impl Iterator<Item = &'a [T]>,
-    len: usize,
-) -> Vec<T> {
-    let mut total = vec![T::default(); len];
+fn sum_in_order<'a>(parts: impl Iterator<Item = &'a [f32]>, len: usize) -> Vec<f32> {
+    let mut total = vec![0.0f32; len];
     for part in parts {
         total.iter_mut().zip(part).for_each(|(t, &v)| *t += v);
     }
