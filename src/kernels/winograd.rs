@@ -277,7 +277,7 @@ fn transform_inputs(x: &[f32], cin: usize, t: &Tiling, r0: usize, r1: usize, v: 
     let big_t = (r1 - r0) * t.tw;
     v.resize(cin * XI * big_t, 0.0);
     v.par_chunks_mut(XI * big_t).enumerate().for_each(|(ci, v_ci)| {
-        with_scratch(XI * big_t + 4 * (t.tw + 1), |buf| input_tiles(x, cin, ci, t, r0, r1, v_ci, buf));
+        with_scratch(XI * big_t, |buf| input_tiles(x, cin, ci, t, r0, r1, v_ci, buf));
     });
 }
 
@@ -306,35 +306,36 @@ fn input_tiles_generic(
 ) {
     let (tw, hw) = (t.tw, t.h * t.w);
     let big_t = (r1 - r0) * tw;
-    let (patch, rest) = buf.split_at_mut(XI * big_t);
-    let (padded, rest) = rest.split_at_mut(2 * tw + 2);
-    let (e, o) = rest[..2 * (tw + 1)].split_at_mut(tw + 1);
+    let patch = &mut buf[..XI * big_t];
     // patch[m·4 + c][tile]: row m, column c of the tile's 4×4 patch; the
-    // patch of tile j starts at padded column 2j, so its columns are the
-    // even (e) and odd (o) padded columns j and j + 1.
+    // patch of tile j covers input columns 2j - pad .. 2j - pad + 3. Rows
+    // are short (a few tiles), so the gather is written element by element:
+    // a library copy per row would cost more than the row.
     for r in r0..r1 {
         let (img, i) = (r / t.th, r % t.th);
         let plane = &x[(img * cin + ci) * hw..][..hw];
         let at = (r - r0) * tw;
         for m in 0..4 {
             let y = (2 * i + m) as isize - t.pad as isize;
-            padded.fill(0.0);
-            if y >= 0 && (y as usize) < t.h {
-                let n = t.w.min(2 * tw + 2 - t.pad);
-                padded[t.pad..t.pad + n].copy_from_slice(&plane[y as usize * t.w..][..n]);
+            let rows = |c: usize| (m * 4 + c) * big_t + at;
+            if y < 0 || y as usize >= t.h {
+                for c in 0..4 {
+                    for v in &mut patch[rows(c)..][..tw] {
+                        *v = 0.0;
+                    }
+                }
+                continue;
             }
-            for (j, pair) in padded.chunks_exact(2).enumerate() {
-                e[j] = pair[0];
-                o[j] = pair[1];
+            let line = &plane[y as usize * t.w..][..t.w];
+            for j in 0..tw {
+                for c in 0..4 {
+                    let col = (2 * j + c) as isize - t.pad as isize;
+                    patch[rows(c) + j] = if col >= 0 && (col as usize) < t.w { line[col as usize] } else { 0.0 };
+                }
             }
-            let row = |c: usize| (m * 4 + c) * big_t + at;
-            patch[row(0)..row(0) + tw].copy_from_slice(&e[..tw]);
-            patch[row(1)..row(1) + tw].copy_from_slice(&o[..tw]);
-            patch[row(2)..row(2) + tw].copy_from_slice(&e[1..]);
-            patch[row(3)..row(3) + tw].copy_from_slice(&o[1..]);
         }
     }
-    map_columns::<16, 16>(patch, big_t, v, big_t, big_t, bt_d_b::<8>, bt_d_b::<1>);
+    map_columns::<16, 16, BtDB>(patch, big_t, v, big_t, big_t);
 }
 
 simd_dispatch!(
@@ -360,7 +361,7 @@ fn output_tiles_generic(
     let len = (i1 - i0) * tw;
     // ys[r·2 + c][tile]: output (r, c) of each tile.
     let ys = &mut buf[..4 * len];
-    map_columns::<16, 4>(&m[at..], ld, ys, len, len, at_m_a::<8>, at_m_a::<1>);
+    map_columns::<16, 4, AtMA>(&m[at..], ld, ys, len, len);
     for i in i0..i1 {
         for r in 0..2 {
             let oy = 2 * i + r;
@@ -421,36 +422,78 @@ fn grad_tiles_generic(
             }
         }
     }
-    map_columns::<4, 16>(dys, big_t, dm, big_t, big_t, a_dy_at::<8>, a_dy_at::<1>);
+    map_columns::<4, 16, ADyAt>(dys, big_t, dm, big_t, big_t);
 }
 
-/// `dst[k·dst_ld + t] = f(src[··src_ld + t])[k]` for `t < len`: `f` maps
-/// the `I` values of a column to `O`, eight columns at a time (`f8`), the
-/// last few one by one (`f1`, the same function).
+/// `dst[k·dst_ld + t] = M(src[··src_ld + t])[k]` for `t < len`: `M` maps
+/// the `I` values of a column to `O`, eight columns at a time, the last few
+/// one by one.
 #[inline(always)]
-fn map_columns<const I: usize, const O: usize>(
+fn map_columns<const I: usize, const O: usize, M: ColumnMap<I, O>>(
     src: &[f32],
     src_ld: usize,
     dst: &mut [f32],
     dst_ld: usize,
     len: usize,
-    f8: impl Fn([Lanes<8>; I]) -> [Lanes<8>; O],
-    f1: impl Fn([Lanes<1>; I]) -> [Lanes<1>; O],
 ) {
     assert!(I > 0 && O > 0 && (I - 1) * src_ld + len <= src.len() && (O - 1) * dst_ld + len <= dst.len());
     let mut t = 0;
     while t + 8 <= len {
-        let out = f8(std::array::from_fn(|k| Lanes(src[k * src_ld + t..][..8].try_into().expect("8 lanes"))));
+        let mut column = [Lanes([0.0; 8]); I];
+        for (k, lanes) in column.iter_mut().enumerate() {
+            lanes.0.copy_from_slice(&src[k * src_ld + t..][..8]);
+        }
+        let out = M::apply(column);
         for (k, lanes) in out.iter().enumerate() {
             dst[k * dst_ld + t..][..8].copy_from_slice(&lanes.0);
         }
         t += 8;
     }
     for t in t..len {
-        let out = f1(std::array::from_fn(|k| Lanes([src[k * src_ld + t]])));
+        let mut column = [Lanes([0.0; 1]); I];
+        for (k, lanes) in column.iter_mut().enumerate() {
+            lanes.0[0] = src[k * src_ld + t];
+        }
+        let out = M::apply(column);
         for (k, lanes) in out.iter().enumerate() {
             dst[k * dst_ld + t] = lanes.0[0];
         }
+    }
+}
+
+/// A transform of one column of `I` values into `O`, written once for any
+/// lane count. A trait rather than a function argument: its `apply` is
+/// always inlined into the SIMD-compiled caller, where a function passed as
+/// a value may be called out of line, compiled for the baseline ISA.
+trait ColumnMap<const I: usize, const O: usize> {
+    fn apply<const N: usize>(column: [Lanes<N>; I]) -> [Lanes<N>; O];
+}
+
+/// The input transform [`bt_d_b`].
+struct BtDB;
+/// The output transform [`at_m_a`].
+struct AtMA;
+/// The output-gradient transform [`a_dy_at`].
+struct ADyAt;
+
+impl ColumnMap<16, 16> for BtDB {
+    #[inline(always)]
+    fn apply<const N: usize>(column: [Lanes<N>; 16]) -> [Lanes<N>; 16] {
+        bt_d_b(column)
+    }
+}
+
+impl ColumnMap<16, 4> for AtMA {
+    #[inline(always)]
+    fn apply<const N: usize>(column: [Lanes<N>; 16]) -> [Lanes<N>; 4] {
+        at_m_a(column)
+    }
+}
+
+impl ColumnMap<4, 16> for ADyAt {
+    #[inline(always)]
+    fn apply<const N: usize>(column: [Lanes<N>; 4]) -> [Lanes<N>; 16] {
+        a_dy_at(column)
     }
 }
 
@@ -461,24 +504,33 @@ struct Lanes<const N: usize>([f32; N]);
 impl<const N: usize> std::ops::Add for Lanes<N> {
     type Output = Self;
     #[inline(always)]
-    fn add(self, b: Self) -> Self {
-        Lanes(std::array::from_fn(|l| self.0[l] + b.0[l]))
+    fn add(mut self, b: Self) -> Self {
+        for (x, y) in self.0.iter_mut().zip(b.0) {
+            *x += y;
+        }
+        self
     }
 }
 
 impl<const N: usize> std::ops::Sub for Lanes<N> {
     type Output = Self;
     #[inline(always)]
-    fn sub(self, b: Self) -> Self {
-        Lanes(std::array::from_fn(|l| self.0[l] - b.0[l]))
+    fn sub(mut self, b: Self) -> Self {
+        for (x, y) in self.0.iter_mut().zip(b.0) {
+            *x -= y;
+        }
+        self
     }
 }
 
 impl<const N: usize> std::ops::Neg for Lanes<N> {
     type Output = Self;
     #[inline(always)]
-    fn neg(self) -> Self {
-        Lanes(self.0.map(|v| -v))
+    fn neg(mut self) -> Self {
+        for x in &mut self.0 {
+            *x = -*x;
+        }
+        self
     }
 }
 
@@ -503,15 +555,29 @@ fn a<const N: usize>([v0, v1]: [Lanes<N>; 2]) -> [Lanes<N>; 4] {
 /// `Bᵀ d B` of a 4×4 patch `d[m·4 + c]`, as `V[ξ = a·4 + b]`.
 #[inline(always)]
 fn bt_d_b<const N: usize>(d: [Lanes<N>; 16]) -> [Lanes<N>; 16] {
-    let rows: [[Lanes<N>; 4]; 4] = std::array::from_fn(|m| bt([d[4 * m], d[4 * m + 1], d[4 * m + 2], d[4 * m + 3]]));
-    let cols: [[Lanes<N>; 4]; 4] = std::array::from_fn(|b| bt([rows[0][b], rows[1][b], rows[2][b], rows[3][b]]));
-    std::array::from_fn(|xi| cols[xi % 4][xi / 4])
+    // (The transforms index arrays in loops instead of `array::from_fn`,
+    // which the compiler may leave out of line, outside the SIMD code.)
+    let mut rows = [[Lanes([0.0; N]); 4]; 4];
+    for (m, row) in rows.iter_mut().enumerate() {
+        *row = bt([d[4 * m], d[4 * m + 1], d[4 * m + 2], d[4 * m + 3]]);
+    }
+    let mut v = d;
+    for b in 0..4 {
+        let col = bt([rows[0][b], rows[1][b], rows[2][b], rows[3][b]]);
+        for (a, value) in col.into_iter().enumerate() {
+            v[a * 4 + b] = value;
+        }
+    }
+    v
 }
 
 /// `Aᵀ M A` of a 4×4 `M[ξ]`, as the 2×2 outputs `y[r·2 + c]`.
 #[inline(always)]
 fn at_m_a<const N: usize>(m: [Lanes<N>; 16]) -> [Lanes<N>; 4] {
-    let down: [[Lanes<N>; 2]; 4] = std::array::from_fn(|b| at([m[b], m[4 + b], m[8 + b], m[12 + b]]));
+    let mut down = [[Lanes([0.0; N]); 2]; 4];
+    for (b, col) in down.iter_mut().enumerate() {
+        *col = at([m[b], m[4 + b], m[8 + b], m[12 + b]]);
+    }
     let [y00, y01] = at([down[0][0], down[1][0], down[2][0], down[3][0]]);
     let [y10, y11] = at([down[0][1], down[1][1], down[2][1], down[3][1]]);
     [y00, y01, y10, y11]
@@ -521,8 +587,13 @@ fn at_m_a<const N: usize>(m: [Lanes<N>; 16]) -> [Lanes<N>; 4] {
 #[inline(always)]
 fn a_dy_at<const N: usize>(dy: [Lanes<N>; 4]) -> [Lanes<N>; 16] {
     let across = [a([dy[0], dy[1]]), a([dy[2], dy[3]])];
-    let cols: [[Lanes<N>; 4]; 4] = std::array::from_fn(|b| a([across[0][b], across[1][b]]));
-    std::array::from_fn(|xi| cols[xi % 4][xi / 4])
+    let mut dm = [Lanes([0.0; N]); 16];
+    for b in 0..4 {
+        for (r, value) in a([across[0][b], across[1][b]]).into_iter().enumerate() {
+            dm[r * 4 + b] = value;
+        }
+    }
+    dm
 }
 
 #[cfg(test)]
