@@ -5,7 +5,7 @@
 //! `U = G g Gᵀ` the transformed 3×3 filter and `V = Bᵀ d B` the transformed
 //! patch (all 4×4). The 16 points `ξ` of the 4×4 transform domain are
 //! independent, so the sum over input channels becomes 16 matrix products
-//! `M[ξ] = U[ξ] · V[ξ]` (`cout × cin` times `cin × tiles`): 16 multiplies per
+//! `M[ξ] = V[ξ] · U[ξ]ᵀ` (`tiles × cin` times `cin × cout`): 16 multiplies per
 //! tile and channel pair instead of the 36 of the direct method, 2.25× fewer.
 //!
 //! ```text
@@ -24,7 +24,7 @@
 //! indices 0 and 3 swapped on both axes: the input gradient multiplies by
 //! `U[ξ']ᵀ` and needs no second filter transform ([`Filters::input_grad`]).
 //! The weight gradient is the adjoint of the forward map:
-//! `dU[ξ] = Σ_tiles (A dY Aᵀ)[ξ] · V[ξ]ᵀ`, 16 products again, then
+//! `dU[ξ] = Σ_tiles (A dY Aᵀ)[ξ]ᵀ · V[ξ]`, 16 products again, then
 //! `dW = Gᵀ dU G` ([`conv3x3_filter_grad`]).
 //!
 //! The transforms only add, subtract and halve, so the rounding error stays
@@ -32,9 +32,17 @@
 //! over the bottom or right edge of an odd-sized output read zeros and drop
 //! their extra outputs.
 //!
+//! Data moves channels last. The input (or output gradient) is first
+//! transposed to `[n, h, w, c]`, so that a pixel's channels are one
+//! contiguous run and every transform works on one tile at a time with
+//! whole vectors of channels, whatever the image size (a 2×2 image has one
+//! tile per image; channels are always plenty). Products and transforms
+//! keep that layout: `V` is `[T][ξ][cin]`, `M` is `[ξ][T][cout]`, and the
+//! output is transposed back to `[n, cout, hout, wout]` at the end.
+//!
 //! Work goes in blocks of whole tile rows (which may span images): transform
-//! a block's input (parallel over channels), multiply (parallel over `ξ`),
-//! transform back (parallel over output planes). Block sizes depend on the
+//! a block's input (parallel over tile rows), multiply (parallel over `ξ`),
+//! transform back (parallel over tile rows). Block sizes depend on the
 //! shapes and the machine's cache size, never on the thread count, so a
 //! result is the same for any number of threads.
 
@@ -176,11 +184,11 @@ fn gt_times([u0, u1, u2, u3]: [f32; 4]) -> [f32; 3] {
     [u0 + 0.5 * (u1 + u2), 0.5 * (u1 - u2), 0.5 * (u1 + u2) + u3]
 }
 
-/// Tiles per block: the block's transformed input of one `ξ` (`cin × T`)
-/// and its products (`cout × T`) together fill half of the L2 cache, within
-/// [64, 1024] tiles.
+/// Tiles per block: the block's transformed input and products, all 16
+/// points (`16 · T · (cin + cout)` floats), fill at most half of the L2
+/// cache, within [16, 1024] tiles.
 fn tiles_per_block(cin: usize, cout: usize) -> usize {
-    (crate::runtime::cache::l2_bytes() / 2 / (4 * (cin + cout))).clamp(64, 1024)
+    (crate::runtime::cache::l2_bytes() / 2 / (4 * XI * (cin + cout))).clamp(16, 1024)
 }
 
 /// The blocks of tile rows (flattened over images): `[r0, r1)` ranges.
@@ -188,6 +196,33 @@ fn blocks(n: usize, t: &Tiling, tiles: usize) -> impl Iterator<Item = (usize, us
     let rows = n * t.th;
     let per = (tiles / t.tw).max(1);
     (0..rows).step_by(per).map(move |r0| (r0, (r0 + per).min(rows)))
+}
+
+/// `x [n, c, plane]` as `[n, plane, c]`: channels last, so that a pixel's
+/// channels are one contiguous run the transforms load as vectors.
+fn channels_last(x: &[f32], c: usize, plane: usize) -> Vec<f32> {
+    let mut out = vec![0.0f32; x.len()];
+    out.par_chunks_mut(c * plane).zip(x.par_chunks(c * plane)).for_each(|(o, img)| transpose_into(img, c, plane, o));
+    out
+}
+
+/// The chunks of `data` (images of `per_image` floats, each cut into tile
+/// rows of `per_row` floats, the last perhaps shorter) that belong to tile
+/// rows `[r0, r1)`, each with its tile-row index.
+fn tile_row_chunks<'a>(
+    data: &'a mut [f32],
+    per_image: usize,
+    per_row: usize,
+    t: &Tiling,
+    (r0, r1): (usize, usize),
+) -> Vec<(usize, &'a mut [f32])> {
+    let (img0, img1) = (r0 / t.th, (r1 - 1) / t.th + 1);
+    data[img0 * per_image..img1 * per_image]
+        .chunks_mut(per_image)
+        .enumerate()
+        .flat_map(|(k, img)| img.chunks_mut(per_row).enumerate().map(move |(i, c)| ((img0 + k) * t.th + i, c)))
+        .filter(|(r, _)| (r0..r1).contains(r))
+        .collect()
 }
 
 /// 3×3 stride-1 convolution `y [n, cout, hout, wout]` of `x [n, cin, h, w]`
@@ -201,35 +236,30 @@ pub fn conv3x3(x: &[f32], n: usize, t: &Tiling, filters: &Filters, pass: Pass, b
     };
     assert_eq!(x.len(), n * cin * t.h * t.w, "winograd: input is not [{n}, {cin}, {}, {}]", t.h, t.w);
     let p = t.hout * t.wout;
-    let mut y = vec![0.0f32; n * cout * p];
+    let x = channels_last(x, cin, t.h * t.w);
+    let mut y = vec![0.0f32; n * p * cout]; // [n, hout, wout, cout]
     let mut v = Vec::new();
     let mut m = Vec::new();
-    for (r0, r1) in blocks(n, t, tiles_per_block(cin, cout)) {
-        let big_t = (r1 - r0) * t.tw;
-        transform_inputs(x, cin, t, r0, r1, &mut v);
-        // M[ξ] = U[ξ] · V[ξ].
-        m.resize(XI * cout * big_t, 0.0);
-        m.par_chunks_mut(cout * big_t).enumerate().for_each(|(xi, m_xi)| {
+    for block in blocks(n, t, tiles_per_block(cin, cout)) {
+        let big_t = (block.1 - block.0) * t.tw;
+        transform_inputs(&x, cin, t, block, &mut v);
+        // M[ξ] = V[ξ] · U[ξ]ᵀ, `T × cout`, laid out [ξ][T][cout].
+        m.resize(XI * big_t * cout, 0.0);
+        m.par_chunks_mut(big_t * cout).enumerate().for_each(|(xi, m_xi)| {
             let u_xi = match pass {
                 Pass::Forward => filters.forward(xi),
                 Pass::InputGrad => filters.input_grad(xi),
             };
-            gemm(1.0, u_xi, at_point(&v, xi, cin, big_t), 0.0, m_xi, big_t, 1);
+            gemm(1.0, at_point(&v, xi, cin, big_t), u_xi.t(), 0.0, m_xi, cout, 1);
         });
-        // Output planes of the block's images; each takes its block rows.
-        let (img0, img1) = (r0 / t.th, (r1 - 1) / t.th + 1);
-        y[img0 * cout * p..img1 * cout * p].par_chunks_mut(p).enumerate().for_each(|(k, plane)| {
-            let (img, co) = (img0 + k / cout, k % cout);
-            let lo = r0.max(img * t.th);
-            let hi = r1.min((img + 1) * t.th);
-            let b = bias.map_or(0.0, |b| b[co]);
-            let at = co * big_t + (lo - r0) * t.tw;
-            with_scratch(4 * (hi - lo) * t.tw, |buf| {
-                output_tiles(&m, cout * big_t, at, t, lo - img * t.th, hi - img * t.th, b, plane, buf);
-            });
+        tile_row_chunks(&mut y, p * cout, 2 * t.wout * cout, t, block).into_par_iter().for_each(|(r, rows)| {
+            let at = (r - block.0) * t.tw * cout;
+            output_row(&m[at..], big_t * cout, t, cout, bias, rows);
         });
     }
-    y
+    let mut out = vec![0.0f32; y.len()];
+    out.par_chunks_mut(cout * p).zip(y.par_chunks(cout * p)).for_each(|(o, img)| transpose_into(img, p, cout, o));
+    out
 }
 
 /// The weight gradient `dW [cout, cin, 3, 3]` of the forward [`conv3x3`]
@@ -238,20 +268,23 @@ pub fn conv3x3_filter_grad(x: &[f32], g: &[f32], n: usize, cin: usize, cout: usi
     let p = t.hout * t.wout;
     assert_eq!(x.len(), n * cin * t.h * t.w, "winograd: input is not [{n}, {cin}, {}, {}]", t.h, t.w);
     assert_eq!(g.len(), n * cout * p, "winograd: output gradient is not [{n}, {cout}, {}, {}]", t.hout, t.wout);
+    let x = channels_last(x, cin, t.h * t.w);
+    let g = channels_last(g, cout, p);
     let mut du = vec![0.0f32; XI * cout * cin];
     let mut v = Vec::new();
     let mut dm = Vec::new();
-    for (r0, r1) in blocks(n, t, tiles_per_block(cin, cout)) {
-        let big_t = (r1 - r0) * t.tw;
-        transform_inputs(x, cin, t, r0, r1, &mut v);
-        // dM[co][ξ][T] = A dY Aᵀ per tile.
-        dm.resize(cout * XI * big_t, 0.0);
-        dm.par_chunks_mut(XI * big_t).enumerate().for_each(|(co, dm_co)| {
-            with_scratch(4 * big_t, |buf| grad_tiles(g, cout, co, t, r0, r1, dm_co, buf));
+    for block in blocks(n, t, tiles_per_block(cin, cout)) {
+        let big_t = (block.1 - block.0) * t.tw;
+        transform_inputs(&x, cin, t, block, &mut v);
+        // dM = A dY Aᵀ per tile, laid out [T][ξ][cout].
+        dm.resize(big_t * XI * cout, 0.0);
+        dm.par_chunks_mut(t.tw * XI * cout).enumerate().for_each(|(k, dm_row)| {
+            let r = block.0 + k;
+            grad_row(&g[(r / t.th) * p * cout..][..p * cout], t, cout, r % t.th, dm_row);
         });
-        // dU[ξ] += dM[ξ] · V[ξ]ᵀ, in block order for every ξ.
+        // dU[ξ] += dM[ξ]ᵀ · V[ξ], in block order for every ξ.
         du.par_chunks_mut(cout * cin).enumerate().for_each(|(xi, du_xi)| {
-            gemm(1.0, at_point(&dm, xi, cout, big_t), at_point(&v, xi, cin, big_t).t(), 1.0, du_xi, cin, 1);
+            gemm(1.0, at_point(&dm, xi, cout, big_t).t(), at_point(&v, xi, cin, big_t), 1.0, du_xi, cin, 1);
         });
     }
     // dW = Gᵀ dU G per (co, ci), parallel over co.
@@ -265,235 +298,158 @@ pub fn conv3x3_filter_grad(x: &[f32], g: &[f32], n: usize, cin: usize, cout: usi
     dw
 }
 
-/// Point `ξ` of a block's transformed tiles laid out `[channel][16][T]`:
-/// the `channels × T` matrix at offset `ξ·T` with row stride `16·T`.
+/// Point `ξ` of a block's transformed tiles laid out `[T][16][channels]`:
+/// the `T × channels` matrix at offset `ξ·channels` with row stride
+/// `16·channels`.
 fn at_point(tiles: &[f32], xi: usize, channels: usize, big_t: usize) -> MatRef<'_> {
-    MatRef { data: &tiles[xi * big_t..], rows: channels, cols: big_t, rs: XI * big_t, cs: 1 }
+    MatRef { data: &tiles[xi * channels..], rows: big_t, cols: channels, rs: XI * channels, cs: 1 }
 }
 
-/// `v [cin][16][T]`: the transformed 4×4 input patches of tile rows
-/// `[r0, r1)` of every channel (parallel over channels).
-fn transform_inputs(x: &[f32], cin: usize, t: &Tiling, r0: usize, r1: usize, v: &mut Vec<f32>) {
-    let big_t = (r1 - r0) * t.tw;
-    v.resize(cin * XI * big_t, 0.0);
-    v.par_chunks_mut(XI * big_t).enumerate().for_each(|(ci, v_ci)| {
-        with_scratch(XI * big_t, |buf| input_tiles(x, cin, ci, t, r0, r1, v_ci, buf));
+/// `v [T][16][cin]`: the transformed 4×4 input patches of tile rows
+/// `[r0, r1)` of the channels-last input (parallel over tile rows).
+fn transform_inputs(x: &[f32], cin: usize, t: &Tiling, (r0, r1): (usize, usize), v: &mut Vec<f32>) {
+    let hw = t.h * t.w;
+    v.resize((r1 - r0) * t.tw * XI * cin, 0.0);
+    v.par_chunks_mut(t.tw * XI * cin).enumerate().for_each(|(k, v_row)| {
+        let r = r0 + k;
+        input_row(&x[(r / t.th) * hw * cin..][..hw * cin], t, cin, r % t.th, v_row);
     });
 }
 
-// Each transform gathers what its tiles read into rows indexed by tile
-// (`rows[k][t]`: element k of tile t), then maps columns to columns over
-// the whole block, eight tiles per step in fixed-size lane arrays that the
-// compiler turns into vector instructions.
+// The transforms work on one tile at a time, eight channels per step in
+// fixed-size lane arrays that the compiler turns into vector instructions
+// (channels last: a pixel's channels are contiguous), the last few
+// channels one by one. Each is written out in the SIMD-compiled function
+// itself: a transform passed in as a function value may be called out of
+// line, compiled for the baseline ISA.
 
-simd_dispatch!(
-    /// `Bᵀ d B` for the tiles of tile rows `[r0, r1)` of channel `ci` of
-    /// `x [n, cin, h, w]`: `v [16][T]`.
-    fn input_tiles(x: &[f32], cin: usize, ci: usize, t: &Tiling, r0: usize, r1: usize, v: &mut [f32], buf: &mut [f32]) => input_tiles_generic
-);
+/// Run `$body` for the channel runs `[$c, $c + $n)` covering
+/// `0..$channels`: `$n` = 8, then 1 for the remainder.
+macro_rules! by_lanes {
+    ($channels:expr, |$c:ident, $n:ident| $body:block) => {{
+        let channels = $channels;
+        let mut $c = 0;
+        while $c + 8 <= channels {
+            {
+                const $n: usize = 8;
+                $body
+            }
+            $c += 8;
+        }
+        while $c < channels {
+            {
+                const $n: usize = 1;
+                $body
+            }
+            $c += 1;
+        }
+    }};
+}
 
+/// The `I` vectors of `N` channels from `c` at offsets `at` of `src`;
+/// zeros where `at` is `None` (padding).
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn input_tiles_generic(
-    x: &[f32],
-    cin: usize,
-    ci: usize,
-    t: &Tiling,
-    r0: usize,
-    r1: usize,
-    v: &mut [f32],
-    buf: &mut [f32],
-) {
-    let (tw, hw) = (t.tw, t.h * t.w);
-    let big_t = (r1 - r0) * tw;
-    let patch = &mut buf[..XI * big_t];
-    // patch[m·4 + c][tile]: row m, column c of the tile's 4×4 patch; the
-    // patch of tile j covers input columns 2j - pad .. 2j - pad + 3. Rows
-    // are short (a few tiles), so the gather is written element by element:
-    // a library copy per row would cost more than the row.
-    for r in r0..r1 {
-        let (img, i) = (r / t.th, r % t.th);
-        let plane = &x[(img * cin + ci) * hw..][..hw];
-        let at = (r - r0) * tw;
-        for m in 0..4 {
-            let y = (2 * i + m) as isize - t.pad as isize;
-            let rows = |c: usize| (m * 4 + c) * big_t + at;
-            if y < 0 || y as usize >= t.h {
-                for c in 0..4 {
-                    for v in &mut patch[rows(c)..][..tw] {
-                        *v = 0.0;
-                    }
-                }
-                continue;
-            }
-            let line = &plane[y as usize * t.w..][..t.w];
-            for j in 0..tw {
-                for c in 0..4 {
-                    let col = (2 * j + c) as isize - t.pad as isize;
-                    patch[rows(c) + j] = if col >= 0 && (col as usize) < t.w { line[col as usize] } else { 0.0 };
-                }
-            }
+fn gather<const N: usize, const I: usize>(src: &[f32], at: &[Option<usize>; I], c: usize) -> [Lanes<N>; I] {
+    let mut column = [Lanes([0.0; N]); I];
+    for (lanes, at) in column.iter_mut().zip(at) {
+        if let Some(at) = at {
+            lanes.0.copy_from_slice(&src[at + c..][..N]);
         }
     }
-    map_columns::<16, 16, BtDB>(patch, big_t, v, big_t, big_t);
+    column
+}
+
+/// Store vector `k` of `column` at `dst[k·ld + c]`.
+#[inline(always)]
+fn scatter<const N: usize, const O: usize>(dst: &mut [f32], ld: usize, c: usize, column: [Lanes<N>; O]) {
+    for (k, lanes) in column.into_iter().enumerate() {
+        dst[k * ld + c..][..N].copy_from_slice(&lanes.0);
+    }
+}
+
+/// Offsets `(y · w + x) · channels` of the pixels `(y0 + k / cols, x0 + k % cols)`
+/// of a `rows × cols` window of an `h × w` channels-last image, `None` outside it.
+#[inline(always)]
+fn window<const K: usize>(
+    y0: isize,
+    x0: isize,
+    cols: usize,
+    h: usize,
+    w: usize,
+    channels: usize,
+) -> [Option<usize>; K] {
+    let mut at = [None; K];
+    for (k, slot) in at.iter_mut().enumerate() {
+        let (y, x) = (y0 + (k / cols) as isize, x0 + (k % cols) as isize);
+        if (0..h as isize).contains(&y) && (0..w as isize).contains(&x) {
+            *slot = Some((y as usize * w + x as usize) * channels);
+        }
+    }
+    at
 }
 
 simd_dispatch!(
-    /// `Aᵀ M A + bias` for tile rows `[i0, i1)` of one output plane, from
-    /// `m[ξ·ld + at + tile]`; outputs past the plane's edge are dropped.
-    fn output_tiles(m: &[f32], ld: usize, at: usize, t: &Tiling, i0: usize, i1: usize, bias: f32, plane: &mut [f32], buf: &mut [f32]) => output_tiles_generic
+    /// `Bᵀ d B` for the tiles of tile row `i` of one channels-last image
+    /// `x [h, w, cin]`: `v [tw][16][cin]`.
+    fn input_row(x: &[f32], t: &Tiling, cin: usize, i: usize, v: &mut [f32]) => input_row_generic
 );
 
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn output_tiles_generic(
-    m: &[f32],
-    ld: usize,
-    at: usize,
-    t: &Tiling,
-    i0: usize,
-    i1: usize,
-    bias: f32,
-    plane: &mut [f32],
-    buf: &mut [f32],
-) {
-    let tw = t.tw;
-    let len = (i1 - i0) * tw;
-    // ys[r·2 + c][tile]: output (r, c) of each tile.
-    let ys = &mut buf[..4 * len];
-    map_columns::<16, 4, AtMA>(&m[at..], ld, ys, len, len);
-    for i in i0..i1 {
-        for r in 0..2 {
-            let oy = 2 * i + r;
-            if oy >= t.hout {
-                continue;
-            }
-            let out = &mut plane[oy * t.wout..(oy + 1) * t.wout];
-            let (y0, y1) = (&ys[(2 * r) * len + (i - i0) * tw..][..tw], &ys[(2 * r + 1) * len + (i - i0) * tw..][..tw]);
-            for (j, pair) in out.chunks_mut(2).enumerate() {
-                pair[0] = y0[j] + bias;
-                if let Some(second) = pair.get_mut(1) {
-                    *second = y1[j] + bias;
-                }
-            }
-        }
+fn input_row_generic(x: &[f32], t: &Tiling, cin: usize, i: usize, v: &mut [f32]) {
+    let pad = t.pad as isize;
+    for (j, out) in v.chunks_exact_mut(XI * cin).take(t.tw).enumerate() {
+        // The patch of tile (i, j): input rows and columns from 2i − pad
+        // and 2j − pad, four of each.
+        let at = window::<16>(2 * i as isize - pad, 2 * j as isize - pad, 4, t.h, t.w, cin);
+        by_lanes!(cin, |c, N| {
+            scatter(out, cin, c, bt_d_b(gather::<N, 16>(x, &at, c)));
+        });
     }
 }
 
 simd_dispatch!(
-    /// `A dY Aᵀ` for the tiles of tile rows `[r0, r1)` of output channel
-    /// `co` of `g [n, cout, hout, wout]`: `dm [16][T]` (outputs past the
-    /// edge count as zero).
-    fn grad_tiles(g: &[f32], cout: usize, co: usize, t: &Tiling, r0: usize, r1: usize, dm: &mut [f32], buf: &mut [f32]) => grad_tiles_generic
+    /// `Aᵀ M A + bias` for the tiles of tile row `i` of one image, from
+    /// `m[ξ·ld + j·cout + co]`, into its output rows `2i` (and `2i + 1`
+    /// unless past the edge) `y [rows, wout, cout]`, channels last.
+    fn output_row(m: &[f32], ld: usize, t: &Tiling, cout: usize, bias: Option<&[f32]>, y: &mut [f32]) => output_row_generic
 );
 
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn grad_tiles_generic(
-    g: &[f32],
-    cout: usize,
-    co: usize,
-    t: &Tiling,
-    r0: usize,
-    r1: usize,
-    dm: &mut [f32],
-    buf: &mut [f32],
-) {
-    let (tw, p) = (t.tw, t.hout * t.wout);
-    let big_t = (r1 - r0) * tw;
-    // dys[r·2 + c][tile]: output gradient (r, c) of each tile.
-    let dys = &mut buf[..4 * big_t];
-    for r in r0..r1 {
-        let (img, i) = (r / t.th, r % t.th);
-        let plane = &g[(img * cout + co) * p..][..p];
-        let at = (r - r0) * tw;
-        for rr in 0..2 {
-            let oy = 2 * i + rr;
-            let (even, odd) = dys[2 * rr * big_t..(2 * rr + 2) * big_t].split_at_mut(big_t);
-            let (even, odd) = (&mut even[at..at + tw], &mut odd[at..at + tw]);
-            if oy >= t.hout {
-                even.fill(0.0);
-                odd.fill(0.0);
-                continue;
+fn output_row_generic(m: &[f32], ld: usize, t: &Tiling, cout: usize, bias: Option<&[f32]>, y: &mut [f32]) {
+    let rows = y.len() / (t.wout * cout);
+    let points: [Option<usize>; 16] = std::array::from_fn(|xi| Some(xi * ld));
+    for j in 0..t.tw {
+        // Output (r, c) of the tile is pixel (r, 2j + c) of these rows.
+        let at = window::<4>(0, 2 * j as isize, 2, rows, t.wout, cout);
+        by_lanes!(cout, |co, N| {
+            let mut b = Lanes([0.0; N]);
+            if let Some(bias) = bias {
+                b.0.copy_from_slice(&bias[co..co + N]);
             }
-            for (j, pair) in plane[oy * t.wout..(oy + 1) * t.wout].chunks(2).enumerate() {
-                even[j] = pair[0];
-                odd[j] = pair.get(1).copied().unwrap_or(0.0);
+            let ys = at_m_a(gather::<N, 16>(&m[j * cout..], &points, co));
+            for (y_rc, at) in ys.into_iter().zip(at) {
+                if let Some(at) = at {
+                    y[at + co..][..N].copy_from_slice(&(y_rc + b).0);
+                }
             }
-        }
+        });
     }
-    map_columns::<4, 16, ADyAt>(dys, big_t, dm, big_t, big_t);
 }
 
-/// `dst[k·dst_ld + t] = M(src[··src_ld + t])[k]` for `t < len`: `M` maps
-/// the `I` values of a column to `O`, eight columns at a time, the last few
-/// one by one.
+simd_dispatch!(
+    /// `A dY Aᵀ` for the tiles of tile row `i` of one channels-last output
+    /// gradient `g [hout, wout, cout]`: `dm [tw][16][cout]` (outputs past
+    /// the edge count as zero).
+    fn grad_row(g: &[f32], t: &Tiling, cout: usize, i: usize, dm: &mut [f32]) => grad_row_generic
+);
+
 #[inline(always)]
-fn map_columns<const I: usize, const O: usize, M: ColumnMap<I, O>>(
-    src: &[f32],
-    src_ld: usize,
-    dst: &mut [f32],
-    dst_ld: usize,
-    len: usize,
-) {
-    assert!(I > 0 && O > 0 && (I - 1) * src_ld + len <= src.len() && (O - 1) * dst_ld + len <= dst.len());
-    let mut t = 0;
-    while t + 8 <= len {
-        let mut column = [Lanes([0.0; 8]); I];
-        for (k, lanes) in column.iter_mut().enumerate() {
-            lanes.0.copy_from_slice(&src[k * src_ld + t..][..8]);
-        }
-        let out = M::apply(column);
-        for (k, lanes) in out.iter().enumerate() {
-            dst[k * dst_ld + t..][..8].copy_from_slice(&lanes.0);
-        }
-        t += 8;
-    }
-    for t in t..len {
-        let mut column = [Lanes([0.0; 1]); I];
-        for (k, lanes) in column.iter_mut().enumerate() {
-            lanes.0[0] = src[k * src_ld + t];
-        }
-        let out = M::apply(column);
-        for (k, lanes) in out.iter().enumerate() {
-            dst[k * dst_ld + t] = lanes.0[0];
-        }
-    }
-}
-
-/// A transform of one column of `I` values into `O`, written once for any
-/// lane count. A trait rather than a function argument: its `apply` is
-/// always inlined into the SIMD-compiled caller, where a function passed as
-/// a value may be called out of line, compiled for the baseline ISA.
-trait ColumnMap<const I: usize, const O: usize> {
-    fn apply<const N: usize>(column: [Lanes<N>; I]) -> [Lanes<N>; O];
-}
-
-/// The input transform [`bt_d_b`].
-struct BtDB;
-/// The output transform [`at_m_a`].
-struct AtMA;
-/// The output-gradient transform [`a_dy_at`].
-struct ADyAt;
-
-impl ColumnMap<16, 16> for BtDB {
-    #[inline(always)]
-    fn apply<const N: usize>(column: [Lanes<N>; 16]) -> [Lanes<N>; 16] {
-        bt_d_b(column)
-    }
-}
-
-impl ColumnMap<16, 4> for AtMA {
-    #[inline(always)]
-    fn apply<const N: usize>(column: [Lanes<N>; 16]) -> [Lanes<N>; 4] {
-        at_m_a(column)
-    }
-}
-
-impl ColumnMap<4, 16> for ADyAt {
-    #[inline(always)]
-    fn apply<const N: usize>(column: [Lanes<N>; 4]) -> [Lanes<N>; 16] {
-        a_dy_at(column)
+fn grad_row_generic(g: &[f32], t: &Tiling, cout: usize, i: usize, dm: &mut [f32]) {
+    for (j, out) in dm.chunks_exact_mut(XI * cout).take(t.tw).enumerate() {
+        let at = window::<4>(2 * i as isize, 2 * j as isize, 2, t.hout, t.wout, cout);
+        by_lanes!(cout, |co, N| {
+            scatter(out, cout, co, a_dy_at(gather::<N, 4>(g, &at, co)));
+        });
     }
 }
 
