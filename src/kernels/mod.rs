@@ -39,6 +39,7 @@ pub mod gemm;
 pub mod im2col;
 pub(crate) mod line_buf;
 pub mod maxplus;
+pub mod moments;
 mod transpose;
 pub mod winograd;
 

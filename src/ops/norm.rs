@@ -6,13 +6,13 @@
 //! `rm ← (1-m) rm + m·mean`, `rv ← (1-m) rv + m·var·M/(M-1)` (unbiased).
 //! Eval mode uses the running estimates. Either way
 //! `y = x·α + β'` with `α = γ/√(var+ε)`, `β' = β - mean·α`.
-//! Sums run in f64: the result does not depend on the order of the batch.
+//! Sums run in f64 ([`crate::kernels::moments`]), in a fixed order.
 
 use ndarray::{ArrayD, IxDyn};
 use rayon::prelude::*;
 
 use crate::autograd::{Op, is_recording};
-use crate::kernels::PAR_MIN;
+use crate::kernels::{PAR_MIN, moments};
 use crate::tensor::Tensor;
 
 /// Running statistics and hyper-parameters of one BatchNorm layer.
@@ -40,11 +40,7 @@ pub fn batch_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor, stats: BatchNormSta
     let m = n * s;
     let (mean, inv_std) = if train {
         assert!(m > 1, "batch_norm in train mode needs more than 1 value per channel, got input {sh:?}");
-        let moments = channel_sums(x.data(), n, c, s, |plane| {
-            let sum: f64 = plane.iter().map(|&v| v as f64).sum();
-            let sq: f64 = plane.iter().map(|&v| (v as f64) * (v as f64)).sum();
-            [sum, sq]
-        });
+        let moments = channel_sums(x.data(), n, c, s, moments::sum_and_squares);
         let mut mean = vec![0.0f32; c];
         let mut inv_std = vec![0.0f32; c];
         for ch in 0..c {
@@ -134,14 +130,12 @@ pub(crate) fn batch_norm_backward(
     // Both sums per channel: Σ g and Σ g·(x - mean).
     let sums: Vec<[f64; 2]> = {
         let one = |ch: usize| {
-            let mu = mean[ch];
             let mut acc = [0.0f64; 2];
             for i in 0..n {
                 let r = (i * c + ch) * s..(i * c + ch + 1) * s;
-                for (&gv, &xv) in gd[r.clone()].iter().zip(&xd[r]) {
-                    acc[0] += gv as f64;
-                    acc[1] += gv as f64 * (xv - mu) as f64;
-                }
+                let [sg, sp] = moments::grad_sums(&gd[r.clone()], &xd[r], mean[ch]);
+                acc[0] += sg;
+                acc[1] += sp;
             }
             acc
         };
