@@ -184,11 +184,14 @@ fn gt_times([u0, u1, u2, u3]: [f32; 4]) -> [f32; 3] {
     [u0 + 0.5 * (u1 + u2), 0.5 * (u1 - u2), 0.5 * (u1 + u2) + u3]
 }
 
-/// Tiles per block: the block's transformed input and products, all 16
-/// points (`16 · T · (cin + cout)` floats), fill at most half of the L2
-/// cache, within [16, 1024] tiles.
+/// Tiles per block: one point's share of the block — its transformed
+/// input (`T × cin`) and products (`T × cout`), what one matrix product
+/// works on — fills half of the L2 cache, within [64, 1024] tiles. Fewer
+/// tiles would shrink every product while each still packs its whole
+/// `cin × cout` filter matrix, which then costs more than the cache misses
+/// it saves.
 fn tiles_per_block(cin: usize, cout: usize) -> usize {
-    (crate::runtime::cache::l2_bytes() / 2 / (4 * XI * (cin + cout))).clamp(16, 1024)
+    (crate::runtime::cache::l2_bytes() / 2 / (4 * (cin + cout))).clamp(64, 1024)
 }
 
 /// The blocks of tile rows (flattened over images): `[r0, r1)` ranges.
