@@ -1,5 +1,6 @@
 //! CIFAR-10 results: `results.json` (every number, per seed), `results.csv`,
-//! the paper's table as `table.md` and `table.tex`, and the plots.
+//! the paper's table as `table.md` (with the paper's own numbers beside ours
+//! for a run of its protocol, [`super::paper`]) and `table.tex`, and the plots.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -161,6 +162,7 @@ impl CifarResults {
             let _ = writeln!(s, "\nNot finished yet, so not in this table: {}.", list.join(", "));
         }
         s.push_str(&self.comparison_md());
+        s.push_str(&super::paper::cifar_against_paper(self));
         s
     }
 

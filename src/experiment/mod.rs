@@ -23,6 +23,7 @@ pub mod grid;
 pub mod mtat;
 pub mod mtat_report;
 pub mod out_dir;
+pub mod paper;
 pub mod plan;
 pub mod plots;
 pub mod report;

@@ -6,8 +6,6 @@
 //! add the lanes in a fixed order at the end: the same result on every
 //! machine and thread count, and eight independent chains that vectorise.
 
-use super::simd_dispatch;
-
 /// Partial sums per lane.
 const LANES: usize = 8;
 
