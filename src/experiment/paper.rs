@@ -8,7 +8,7 @@ use std::fmt::Write;
 
 use super::cifar::CifarProtocol;
 use super::cifar_report::CifarResults;
-use super::stats::mean_std;
+use super::stats::{fmt_mean_std, mean_std};
 use crate::models::HeadKind;
 
 /// The paper's four heads, in its column order.
@@ -55,10 +55,7 @@ pub fn cifar_against_paper(results: &CifarResults) -> String {
         |s: &mut String, cell: (&str, &str, String), head: HeadKind, ours: Option<&[f64]>, paper: String, p: f64| {
             let (r2, r1, params) = cell;
             let (ours, diff) = match ours.filter(|v| !v.is_empty()) {
-                Some(v) => {
-                    let (m, sd) = mean_std(v);
-                    (format!("{m:.2} ± {sd:.2} (n={})", v.len()), format!("{:+.2}", m - p))
-                }
+                Some(v) => (format!("{} (n={})", fmt_mean_std(v, 2), v.len()), format!("{:+.2}", mean_std(v).0 - p)),
                 None => ("–".into(), "–".into()),
             };
             let _ = writeln!(s, "| {r2} | {r1} | {params} | {} | {ours} | {paper} | {diff} |", head.label());
@@ -114,10 +111,15 @@ mod tests {
     fn a_paper_protocol_run_is_set_beside_the_papers_cells_and_others_are_not() {
         let mut heads = BTreeMap::new();
         heads.insert("relu".to_string(), head(vec![76.0, 78.0], vec![60.0, 70.0]));
+        heads.insert("maxout".to_string(), head(vec![75.5], vec![40.0]));
         let mut results = CifarResults { protocol: CifarProtocol::paper(), heads, missing: vec![], train_seconds: 0.0 };
         let md = cifar_against_paper(&results);
         assert!(md.contains("| – | – | unpruned | ReLU | 77.00 ± 1.00 (n=2) | 78.98 ± 0.76 | -1.98 |"), "{md}");
         assert!(md.contains("| 0.7 | 0.7 | 41380 | 41380 | ReLU | 65.00 ± 5.00 (n=2) | 69.57 | -4.57 |"), "{md}");
+        assert!(
+            md.contains("| – | – | unpruned | Maxout | 75.50 (n=1) | 78.17 ± 0.86 | -2.67 |"),
+            "one seed, no spread: {md}"
+        );
         // Heads or cells without runs stay in the table, empty.
         assert!(md.contains("| 0.95 | 0.95 | – | 7332 | Sparse-Morph | – | 14.69 | – |"), "{md}");
         assert_eq!(md.matches("\n| ").count(), 1 + 4 * 7, "the header and 4 heads × 7 rows");

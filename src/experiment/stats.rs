@@ -13,10 +13,11 @@ pub fn mean_std(v: &[f64]) -> (f64, f64) {
     (mean, var.sqrt())
 }
 
-/// `"78.98 ± 0.76"` with `digits` decimals.
+/// `"78.98 ± 0.76"` with `digits` decimals; one value alone has no spread
+/// to show, so it is printed bare.
 pub fn fmt_mean_std(v: &[f64], digits: usize) -> String {
     let (m, s) = mean_std(v);
-    format!("{m:.digits$} ± {s:.digits$}")
+    if v.len() == 1 { format!("{m:.digits$}") } else { format!("{m:.digits$} ± {s:.digits$}") }
 }
 
 /// Welch's unequal-variance t-test of `mean(a) - mean(b)`.
