@@ -40,12 +40,12 @@ pub fn batch_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor, stats: BatchNormSta
     let m = n * s;
     let (mean, inv_std) = if train {
         assert!(m > 1, "batch_norm in train mode needs more than 1 value per channel, got input {sh:?}");
-        let moments = channel_sums(x.data(), n, c, s, moments::sum_and_squares);
+        let sums = channel_sums(x.data(), n, c, s, moments::sum_and_squares);
         let mut mean = vec![0.0f32; c];
         let mut inv_std = vec![0.0f32; c];
         for ch in 0..c {
-            let mu = moments[ch][0] / m as f64;
-            let var = (moments[ch][1] / m as f64 - mu * mu).max(0.0);
+            let mu = sums[ch][0] / m as f64;
+            let var = (sums[ch][1] / m as f64 - mu * mu).max(0.0);
             mean[ch] = mu as f32;
             inv_std[ch] = (1.0 / (var + stats.eps as f64).sqrt()) as f32;
             let mom = stats.momentum;
