@@ -201,11 +201,15 @@ fn blocks(n: usize, t: &Tiling, tiles: usize) -> impl Iterator<Item = (usize, us
     (0..rows).step_by(per).map(move |r0| (r0, (r0 + per).min(rows)))
 }
 
-/// `x [n, c, plane]` as `[n, plane, c]`: channels last, so that a pixel's
-/// channels are one contiguous run the transforms load as vectors.
-fn channels_last(x: &[f32], c: usize, plane: usize) -> Vec<f32> {
+/// Every image of `x` (`rows × cols` floats each) transposed: `[n, c, plane]`
+/// to channels last `[n, plane, c]` on the way in, so that a pixel's channels
+/// are one contiguous run the transforms load as vectors, and back on the
+/// way out.
+fn transpose_images(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     let mut out = vec![0.0f32; x.len()];
-    out.par_chunks_mut(c * plane).zip(x.par_chunks(c * plane)).for_each(|(o, img)| transpose_into(img, c, plane, o));
+    out.par_chunks_mut(rows * cols)
+        .zip(x.par_chunks(rows * cols))
+        .for_each(|(o, img)| transpose_into(img, rows, cols, o));
     out
 }
 
@@ -239,7 +243,7 @@ pub fn conv3x3(x: &[f32], n: usize, t: &Tiling, filters: &Filters, pass: Pass, b
     };
     assert_eq!(x.len(), n * cin * t.h * t.w, "winograd: input is not [{n}, {cin}, {}, {}]", t.h, t.w);
     let p = t.hout * t.wout;
-    let x = channels_last(x, cin, t.h * t.w);
+    let x = transpose_images(x, cin, t.h * t.w);
     let mut y = vec![0.0f32; n * p * cout]; // [n, hout, wout, cout]
     let mut v = Vec::new();
     let mut m = Vec::new();
@@ -260,9 +264,7 @@ pub fn conv3x3(x: &[f32], n: usize, t: &Tiling, filters: &Filters, pass: Pass, b
             output_row(&m[at..], big_t * cout, t, cout, bias, rows);
         });
     }
-    let mut out = vec![0.0f32; y.len()];
-    out.par_chunks_mut(cout * p).zip(y.par_chunks(cout * p)).for_each(|(o, img)| transpose_into(img, p, cout, o));
-    out
+    transpose_images(&y, p, cout)
 }
 
 /// The weight gradient `dW [cout, cin, 3, 3]` of the forward [`conv3x3`]
@@ -271,8 +273,8 @@ pub fn conv3x3_filter_grad(x: &[f32], g: &[f32], n: usize, cin: usize, cout: usi
     let p = t.hout * t.wout;
     assert_eq!(x.len(), n * cin * t.h * t.w, "winograd: input is not [{n}, {cin}, {}, {}]", t.h, t.w);
     assert_eq!(g.len(), n * cout * p, "winograd: output gradient is not [{n}, {cout}, {}, {}]", t.hout, t.wout);
-    let x = channels_last(x, cin, t.h * t.w);
-    let g = channels_last(g, cout, p);
+    let x = transpose_images(x, cin, t.h * t.w);
+    let g = transpose_images(g, cout, p);
     let mut du = vec![0.0f32; XI * cout * cin];
     let mut v = Vec::new();
     let mut dm = Vec::new();
