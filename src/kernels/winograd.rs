@@ -48,7 +48,7 @@
 
 use rayon::prelude::*;
 
-use crate::kernels::gemm::{MatRef, gemm};
+use crate::kernels::gemm::{MatRef, PackedB, gemm, gemm_packed};
 use crate::kernels::{transpose_into, with_scratch};
 
 /// Points of the transform domain (4 × 4).
@@ -78,19 +78,23 @@ impl Tiling {
     }
 }
 
-/// The transformed filters `U` of weights `w [cout, cin, 3, 3]`, laid out
-/// `[co][ξ][ci]`: `U[ξ]` is the `cout × cin` matrix at offset `ξ·cin` with
-/// row stride `16·cin`.
+/// The transformed filters `U = G g Gᵀ` of weights `w [cout, cin, 3, 3]`,
+/// packed for the 16 products of one [`Pass`]: `U[ξ]ᵀ` (`cin × cout`) for
+/// the forward convolution, or for the input-gradient one `U` at `ξ` with
+/// indices 0 and 3 swapped on both axes (`cout × cin`).
 pub struct Filters {
-    u: Vec<f32>,
+    packed: Vec<PackedB>,
+    pass: Pass,
     cout: usize,
     cin: usize,
 }
 
 impl Filters {
-    /// `U = G g Gᵀ` for every filter, parallel over output channels.
-    pub fn new(w: &[f32], cout: usize, cin: usize) -> Filters {
+    /// The filters of `pass`, transformed (parallel over output channels)
+    /// and packed (parallel over `ξ`).
+    pub fn new(w: &[f32], cout: usize, cin: usize, pass: Pass) -> Filters {
         assert_eq!(w.len(), cout * cin * 9, "winograd: weights are not [{cout}, {cin}, 3, 3]");
+        // u [co][ξ][ci]: U[ξ] is the cout × cin matrix at ξ·cin, row stride 16·cin.
         let mut u = vec![0.0f32; cout * XI * cin];
         u.par_chunks_mut(XI * cin).zip(w.par_chunks(cin * 9)).for_each(|(u_co, w_co)| {
             with_scratch(9 * cin, |taps| {
@@ -98,19 +102,16 @@ impl Filters {
                 filter_rows(taps, cin, u_co);
             });
         });
-        Filters { u, cout, cin }
-    }
-
-    /// `U[ξ]`, `cout × cin`.
-    fn forward(&self, xi: usize) -> MatRef<'_> {
-        MatRef { data: &self.u[xi * self.cin..], rows: self.cout, cols: self.cin, rs: XI * self.cin, cs: 1 }
-    }
-
-    /// `U[ξ]` of the input-gradient convolution (`cin × cout`): the forward
-    /// `U` at `ξ` with indices 0 and 3 swapped on both axes, transposed.
-    fn input_grad(&self, xi: usize) -> MatRef<'_> {
+        let at = |xi: usize| MatRef { data: &u[xi * cin..], rows: cout, cols: cin, rs: XI * cin, cs: 1 };
         let swap = |k: usize| [3, 1, 2, 0][k];
-        self.forward(swap(xi / 4) * 4 + swap(xi % 4)).t()
+        let packed = (0..XI)
+            .into_par_iter()
+            .map(|xi| match pass {
+                Pass::Forward => PackedB::new(at(xi).t()),
+                Pass::InputGrad => PackedB::new(at(swap(xi / 4) * 4 + swap(xi % 4))),
+            })
+            .collect();
+        Filters { packed, pass, cout, cin }
     }
 }
 
@@ -236,8 +237,8 @@ fn tile_row_chunks<'a>(
 /// by `filters` (with [`Pass::InputGrad`], the convolution that maps an
 /// output gradient to the input gradient: channels the other way round)
 /// and an optional bias.
-pub fn conv3x3(x: &[f32], n: usize, t: &Tiling, filters: &Filters, pass: Pass, bias: Option<&[f32]>) -> Vec<f32> {
-    let (cin, cout) = match pass {
+pub fn conv3x3(x: &[f32], n: usize, t: &Tiling, filters: &Filters, bias: Option<&[f32]>) -> Vec<f32> {
+    let (cin, cout) = match filters.pass {
         Pass::Forward => (filters.cin, filters.cout),
         Pass::InputGrad => (filters.cout, filters.cin),
     };
@@ -253,11 +254,7 @@ pub fn conv3x3(x: &[f32], n: usize, t: &Tiling, filters: &Filters, pass: Pass, b
         // M[ξ] = V[ξ] · U[ξ]ᵀ, `T × cout`, laid out [ξ][T][cout].
         m.resize(XI * big_t * cout, 0.0);
         m.par_chunks_mut(big_t * cout).enumerate().for_each(|(xi, m_xi)| {
-            let u_xi = match pass {
-                Pass::Forward => filters.forward(xi),
-                Pass::InputGrad => filters.input_grad(xi),
-            };
-            gemm(1.0, at_point(&v, xi, cin, big_t), u_xi.t(), 0.0, m_xi, cout, 1);
+            gemm_packed(1.0, at_point(&v, xi, cin, big_t), &filters.packed[xi], 0.0, m_xi, cout);
         });
         tile_row_chunks(&mut y, p * cout, 2 * t.wout * cout, t, block).into_par_iter().for_each(|(r, rows)| {
             let at = (r - block.0) * t.tw * cout;
@@ -282,14 +279,14 @@ pub fn conv3x3_filter_grad(x: &[f32], g: &[f32], n: usize, cin: usize, cout: usi
         let big_t = (block.1 - block.0) * t.tw;
         transform_inputs(&x, cin, t, block, &mut v);
         // dM = A dY Aᵀ per tile, laid out [T][ξ][cout].
-        dm.resize(big_t * XI * cout, 0.0);
-        dm.par_chunks_mut(t.tw * XI * cout).enumerate().for_each(|(k, dm_row)| {
+        dm.resize(big_t * tile_len(cout), 0.0);
+        dm.par_chunks_mut(t.tw * tile_len(cout)).enumerate().for_each(|(k, dm_row)| {
             let r = block.0 + k;
             grad_row(&g[(r / t.th) * p * cout..][..p * cout], t, cout, r % t.th, dm_row);
         });
         // dU[ξ] += dM[ξ]ᵀ · V[ξ], in block order for every ξ.
         du.par_chunks_mut(cout * cin).enumerate().for_each(|(xi, du_xi)| {
-            gemm(1.0, at_point(&dm, xi, cout, big_t).t(), at_point(&v, xi, cin, big_t), 1.0, du_xi, cin, 1);
+            gemm(1.0, at_point(&dm, xi, cout, big_t).t(), at_point(&v, xi, cin, big_t), 1.0, du_xi, cin);
         });
     }
     // dW = Gᵀ dU G per (co, ci), parallel over co.
@@ -303,19 +300,28 @@ pub fn conv3x3_filter_grad(x: &[f32], g: &[f32], n: usize, cin: usize, cout: usi
     dw
 }
 
-/// Point `ξ` of a block's transformed tiles laid out `[T][16][channels]`:
-/// the `T × channels` matrix at offset `ξ·channels` with row stride
-/// `16·channels`.
+/// Floats per transformed tile of `channels` channels: its `16 × channels`
+/// values and one cache line of padding. The products read a point of many
+/// tiles at once, `16·channels` floats apart without the padding: with
+/// channels a power of two, a multiple of 4 KiB, so those reads would all
+/// fall into the same few sets of the L1 cache and evict one another.
+fn tile_len(channels: usize) -> usize {
+    XI * channels + 16
+}
+
+/// Point `ξ` of a block's transformed tiles laid out `[T][16][channels]`
+/// (each tile [`tile_len`] floats): the `T × channels` matrix at offset
+/// `ξ·channels`.
 fn at_point(tiles: &[f32], xi: usize, channels: usize, big_t: usize) -> MatRef<'_> {
-    MatRef { data: &tiles[xi * channels..], rows: big_t, cols: channels, rs: XI * channels, cs: 1 }
+    MatRef { data: &tiles[xi * channels..], rows: big_t, cols: channels, rs: tile_len(channels), cs: 1 }
 }
 
 /// `v [T][16][cin]`: the transformed 4×4 input patches of tile rows
 /// `[r0, r1)` of the channels-last input (parallel over tile rows).
 fn transform_inputs(x: &[f32], cin: usize, t: &Tiling, (r0, r1): (usize, usize), v: &mut Vec<f32>) {
     let hw = t.h * t.w;
-    v.resize((r1 - r0) * t.tw * XI * cin, 0.0);
-    v.par_chunks_mut(t.tw * XI * cin).enumerate().for_each(|(k, v_row)| {
+    v.resize((r1 - r0) * t.tw * tile_len(cin), 0.0);
+    v.par_chunks_mut(t.tw * tile_len(cin)).enumerate().for_each(|(k, v_row)| {
         let r = r0 + k;
         input_row(&x[(r / t.th) * hw * cin..][..hw * cin], t, cin, r % t.th, v_row);
     });
@@ -395,14 +401,14 @@ fn window<const K: usize>(
 
 simd_dispatch!(
     /// `Bᵀ d B` for the tiles of tile row `i` of one channels-last image
-    /// `x [h, w, cin]`: `v [tw][16][cin]`.
+    /// `x [h, w, cin]`: `v [tw][16][cin]`, each tile [`tile_len`] floats.
     fn input_row(x: &[f32], t: &Tiling, cin: usize, i: usize, v: &mut [f32]) => input_row_generic
 );
 
 #[inline(always)]
 fn input_row_generic(x: &[f32], t: &Tiling, cin: usize, i: usize, v: &mut [f32]) {
     let pad = t.pad as isize;
-    for (j, out) in v.chunks_exact_mut(XI * cin).take(t.tw).enumerate() {
+    for (j, out) in v.chunks_exact_mut(tile_len(cin)).take(t.tw).enumerate() {
         // The patch of tile (i, j): input rows and columns from 2i − pad
         // and 2j − pad, four of each.
         let at = window::<16>(2 * i as isize - pad, 2 * j as isize - pad, 4, t.h, t.w, cin);
@@ -450,7 +456,7 @@ simd_dispatch!(
 
 #[inline(always)]
 fn grad_row_generic(g: &[f32], t: &Tiling, cout: usize, i: usize, dm: &mut [f32]) {
-    for (j, out) in dm.chunks_exact_mut(XI * cout).take(t.tw).enumerate() {
+    for (j, out) in dm.chunks_exact_mut(tile_len(cout)).take(t.tw).enumerate() {
         let at = window::<4>(2 * i as isize, 2 * j as isize, 2, t.hout, t.wout, cout);
         by_lanes!(cout, |co, N| {
             scatter(out, cout, co, a_dy_at(gather::<N, 4>(g, &at, co)));
@@ -610,7 +616,7 @@ mod tests {
             let t = Tiling::new(h, w, pad);
             let (x, wt) = (values(n * cin * h * w, 1), values(cout * cin * 9, 2));
             let bias = values(cout, 3);
-            let y = conv3x3(&x, n, &t, &Filters::new(&wt, cout, cin), Pass::Forward, Some(&bias));
+            let y = conv3x3(&x, n, &t, &Filters::new(&wt, cout, cin, Pass::Forward), Some(&bias));
             let want = direct(&x, n, cin, &t, &wt, cout);
             for (k, (a, b)) in y.iter().zip(&want).enumerate() {
                 let b = b + bias[(k / (t.hout * t.wout)) % cout] as f64;
@@ -629,12 +635,11 @@ mod tests {
             let t = Tiling::new(h, w, pad);
             let (x, wt) = (values(n * cin * h * w, 4), values(cout * cin * 9, 5));
             let g = values(n * cout * t.hout * t.wout, 6);
-            let filters = Filters::new(&wt, cout, cin);
-            let y = conv3x3(&x, n, &t, &filters, Pass::Forward, None);
+            let y = conv3x3(&x, n, &t, &Filters::new(&wt, cout, cin, Pass::Forward), None);
             let lhs: f64 = y.iter().zip(&g).map(|(a, b)| (a * b) as f64).sum();
             let back = Tiling::new(t.hout, t.wout, 2 - pad);
             assert_eq!((back.hout, back.wout), (h, w));
-            let dx = conv3x3(&g, n, &back, &filters, Pass::InputGrad, None);
+            let dx = conv3x3(&g, n, &back, &Filters::new(&wt, cout, cin, Pass::InputGrad), None);
             let via_x: f64 = x.iter().zip(&dx).map(|(a, b)| (a * b) as f64).sum();
             let dw = conv3x3_filter_grad(&x, &g, n, cin, cout, &t);
             let via_w: f64 = wt.iter().zip(&dw).map(|(a, b)| (a * b) as f64).sum();

@@ -49,8 +49,8 @@ pub fn conv2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, stride: usize,
     let op = || Op::Conv2d { x: x.clone(), weight: weight.clone(), bias: bias.cloned(), stride, padding };
     let shape = [geo.n, cout, s.hout(), s.wout()];
     if let Some(t) = geo.winograd() {
-        let filters = winograd::Filters::new(weight.data(), cout, s.cin);
-        let y = winograd::conv3x3(x.data(), geo.n, &t, &filters, Pass::Forward, bias.map(|b| b.data()));
+        let filters = winograd::Filters::new(weight.data(), cout, s.cin, Pass::Forward);
+        let y = winograd::conv3x3(x.data(), geo.n, &t, &filters, bias.map(|b| b.data()));
         return Tensor::from_op(ArrayD::from_shape_vec(IxDyn(&shape), y).expect("sizes agree"), op());
     }
     let nb = geo.images_per_block();
@@ -264,8 +264,8 @@ fn winograd_backward(
     let (n, cin, cout) = (geo.n, geo.s.cin, geo.cout);
     let dx = x.requires_grad().then(|| {
         let back = Tiling::new(t.hout, t.wout, 2 - t.pad);
-        let filters = winograd::Filters::new(weight.data(), cout, cin);
-        let dx = winograd::conv3x3(g, n, &back, &filters, Pass::InputGrad, None);
+        let filters = winograd::Filters::new(weight.data(), cout, cin, Pass::InputGrad);
+        let dx = winograd::conv3x3(g, n, &back, &filters, None);
         ArrayD::from_shape_vec(IxDyn(x.shape()), dx).expect("shape of x")
     });
     let dw = weight.requires_grad().then(|| {

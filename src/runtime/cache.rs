@@ -17,6 +17,19 @@ pub fn l2_bytes() -> usize {
     })
 }
 
+/// Bytes of the per-core L1 data cache (Linux sysfs, read once); 32 KiB
+/// when the system does not say. `MORPHGRAD_L1_BYTES=n` overrides it.
+pub fn l1_bytes() -> usize {
+    static L1: OnceLock<usize> = OnceLock::new();
+    *L1.get_or_init(|| {
+        std::env::var("MORPHGRAD_L1_BYTES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .or_else(|| sysfs_cache_bytes(1))
+            .unwrap_or(32 << 10)
+    })
+}
+
 /// Size of the first data or unified cache of `level` listed for cpu0.
 fn sysfs_cache_bytes(level: u32) -> Option<usize> {
     let dir = std::fs::read_dir("/sys/devices/system/cpu/cpu0/cache").ok()?;
@@ -54,6 +67,6 @@ mod tests {
         assert_eq!(parse_size("1048576"), Some(1 << 20));
         assert_eq!(parse_size("0K"), None);
         assert_eq!(parse_size("12Q"), None);
-        assert!(l2_bytes() >= 1 << 10);
+        assert!(l2_bytes() >= 1 << 10 && l1_bytes() >= 1 << 10);
     }
 }

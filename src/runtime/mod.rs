@@ -20,11 +20,11 @@
 //!
 //! Environment: `RAYON_NUM_THREADS` (threads of the pool; default one per
 //! core), `MORPHGRAD_SPIN_US` (default 1000; `0` when other processes need
-//! the cores), `MORPHGRAD_ISA=scalar|avx2` (a slower instruction set for the
-//! max-plus kernels and the Winograd transforms, for comparison),
+//! the cores), `MORPHGRAD_ISA=scalar|avx2` (a slower instruction set for every
+//! kernel, for comparison),
 //! `MORPHGRAD_CONV=gemm|winograd` (force one convolution algorithm),
-//! `MORPHGRAD_L2_BYTES=n` (the L2 size blocking assumes; default: what
-//! [`cache`] reads from the system). See docs/performance.md.
+//! `MORPHGRAD_L1_BYTES=n`, `MORPHGRAD_L2_BYTES=n` (the cache sizes blocking
+//! assumes; default: what [`cache`] reads from the system). See docs/performance.md.
 
 pub mod alloc;
 pub mod cache;

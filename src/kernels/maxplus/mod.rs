@@ -67,8 +67,8 @@ pub const NONE: u32 = u32::MAX;
 /// register, so the re-scan of a block is a single compare.
 pub const BLOCK: usize = 16;
 
-/// Instruction sets with a max-plus kernel.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Instruction sets with a max-plus kernel, slowest first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Isa {
     Scalar,
     Avx2,
