@@ -46,6 +46,8 @@
 //! shapes and the machine's cache size, never on the thread count, so a
 //! result is the same for any number of threads.
 
+use std::cell::RefCell;
+
 use rayon::prelude::*;
 
 use crate::kernels::gemm::{MatRef, PackedB, gemm, gemm_packed};
@@ -206,12 +208,47 @@ fn blocks(n: usize, t: &Tiling, tiles: usize) -> impl Iterator<Item = (usize, us
 /// to channels last `[n, plane, c]` on the way in, so that a pixel's channels
 /// are one contiguous run the transforms load as vectors, and back on the
 /// way out.
-fn transpose_images(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut out = vec![0.0f32; x.len()];
+fn transpose_images(x: &[f32], rows: usize, cols: usize, out: &mut [f32]) {
     out.par_chunks_mut(rows * cols)
         .zip(x.par_chunks(rows * cols))
         .for_each(|(o, img)| transpose_into(img, rows, cols, o));
-    out
+}
+
+/// The buffers of a Winograd pass — the channels-last input and output (or
+/// output gradient), a block's transformed tiles and products, the
+/// transformed weight gradient — kept by each thread from one pass to the
+/// next. A pass writes every part of them it reads, so they never need
+/// clearing; fresh buffers would be zero-filled first, one more pass over
+/// memory each.
+#[derive(Default)]
+struct Buffers {
+    x: Vec<f32>,
+    y: Vec<f32>,
+    v: Vec<f32>,
+    m: Vec<f32>,
+    du: Vec<f32>,
+}
+
+thread_local! {
+    static BUFFERS: RefCell<Buffers> = RefCell::new(Buffers::default());
+}
+
+/// Run `f` with this thread's [`Buffers`] (fresh ones if a pass on this
+/// thread is already using them).
+fn with_buffers<R>(f: impl FnOnce(&mut Buffers) -> R) -> R {
+    BUFFERS.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buffers) => f(&mut buffers),
+        Err(_) => f(&mut Buffers::default()),
+    })
+}
+
+/// The first `len` floats of `buf`, grown if it is shorter (contents
+/// unspecified: whatever the last pass left).
+fn first(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    if buf.len() < len {
+        buf.resize(len, 0.0);
+    }
+    &mut buf[..len]
 }
 
 /// The chunks of `data` (images of `per_image` floats, each cut into tile
@@ -244,24 +281,27 @@ pub fn conv3x3(x: &[f32], n: usize, t: &Tiling, filters: &Filters, bias: Option<
     };
     assert_eq!(x.len(), n * cin * t.h * t.w, "winograd: input is not [{n}, {cin}, {}, {}]", t.h, t.w);
     let p = t.hout * t.wout;
-    let x = transpose_images(x, cin, t.h * t.w);
-    let mut y = vec![0.0f32; n * p * cout]; // [n, hout, wout, cout]
-    let mut v = Vec::new();
-    let mut m = Vec::new();
-    for block in blocks(n, t, tiles_per_block(cin, cout)) {
-        let big_t = (block.1 - block.0) * t.tw;
-        transform_inputs(&x, cin, t, block, &mut v);
-        // M[ξ] = V[ξ] · U[ξ]ᵀ, `T × cout`, laid out [ξ][T][cout].
-        m.resize(XI * big_t * cout, 0.0);
-        m.par_chunks_mut(big_t * cout).enumerate().for_each(|(xi, m_xi)| {
-            gemm_packed(1.0, at_point(&v, xi, cin, big_t), &filters.packed[xi], 0.0, m_xi, cout);
-        });
-        tile_row_chunks(&mut y, p * cout, 2 * t.wout * cout, t, block).into_par_iter().for_each(|(r, rows)| {
-            let at = (r - block.0) * t.tw * cout;
-            output_row(&m[at..], big_t * cout, t, cout, bias, rows);
-        });
-    }
-    transpose_images(&y, p, cout)
+    let mut out = vec![0.0f32; n * cout * p];
+    with_buffers(|b| {
+        let x_last = first(&mut b.x, x.len());
+        transpose_images(x, cin, t.h * t.w, x_last);
+        let y = first(&mut b.y, n * p * cout); // [n, hout, wout, cout]
+        for block in blocks(n, t, tiles_per_block(cin, cout)) {
+            let big_t = (block.1 - block.0) * t.tw;
+            let v = transform_inputs(x_last, cin, t, block, &mut b.v);
+            // M[ξ] = V[ξ] · U[ξ]ᵀ, `T × cout`, laid out [ξ][T][cout].
+            let m = first(&mut b.m, XI * big_t * cout);
+            m.par_chunks_mut(big_t * cout).enumerate().for_each(|(xi, m_xi)| {
+                gemm_packed(1.0, at_point(v, xi, cin, big_t), &filters.packed[xi], 0.0, m_xi, cout);
+            });
+            tile_row_chunks(y, p * cout, 2 * t.wout * cout, t, block).into_par_iter().for_each(|(r, rows)| {
+                let at = (r - block.0) * t.tw * cout;
+                output_row(&m[at..], big_t * cout, t, cout, bias, rows);
+            });
+        }
+        transpose_images(y, p, cout, &mut out);
+    });
+    out
 }
 
 /// The weight gradient `dW [cout, cin, 3, 3]` of the forward [`conv3x3`]
@@ -270,31 +310,35 @@ pub fn conv3x3_filter_grad(x: &[f32], g: &[f32], n: usize, cin: usize, cout: usi
     let p = t.hout * t.wout;
     assert_eq!(x.len(), n * cin * t.h * t.w, "winograd: input is not [{n}, {cin}, {}, {}]", t.h, t.w);
     assert_eq!(g.len(), n * cout * p, "winograd: output gradient is not [{n}, {cout}, {}, {}]", t.hout, t.wout);
-    let x = transpose_images(x, cin, t.h * t.w);
-    let g = transpose_images(g, cout, p);
-    let mut du = vec![0.0f32; XI * cout * cin];
-    let mut v = Vec::new();
-    let mut dm = Vec::new();
-    for block in blocks(n, t, tiles_per_block(cin, cout)) {
-        let big_t = (block.1 - block.0) * t.tw;
-        transform_inputs(&x, cin, t, block, &mut v);
-        // dM = A dY Aᵀ per tile, laid out [T][ξ][cout].
-        dm.resize(big_t * tile_len(cout), 0.0);
-        dm.par_chunks_mut(t.tw * tile_len(cout)).enumerate().for_each(|(k, dm_row)| {
-            let r = block.0 + k;
-            grad_row(&g[(r / t.th) * p * cout..][..p * cout], t, cout, r % t.th, dm_row);
-        });
-        // dU[ξ] += dM[ξ]ᵀ · V[ξ], in block order for every ξ.
-        du.par_chunks_mut(cout * cin).enumerate().for_each(|(xi, du_xi)| {
-            gemm(1.0, at_point(&dm, xi, cout, big_t).t(), at_point(&v, xi, cin, big_t), 1.0, du_xi, cin);
-        });
-    }
-    // dW = Gᵀ dU G per (co, ci), parallel over co.
     let mut dw = vec![0.0f32; cout * cin * 9];
-    dw.par_chunks_mut(cin * 9).enumerate().for_each(|(co, dw_co)| {
-        with_scratch(9 * cin, |taps| {
-            filter_grad_rows(&du[co * cin..], cout * cin, cin, taps);
-            transpose_into(taps, 9, cin, dw_co);
+    with_buffers(|b| {
+        let x_last = first(&mut b.x, x.len());
+        transpose_images(x, cin, t.h * t.w, x_last);
+        let g_last = first(&mut b.y, g.len());
+        transpose_images(g, cout, p, g_last);
+        let du = first(&mut b.du, XI * cout * cin);
+        for block in blocks(n, t, tiles_per_block(cin, cout)) {
+            let big_t = (block.1 - block.0) * t.tw;
+            let v = transform_inputs(x_last, cin, t, block, &mut b.v);
+            // dM = A dY Aᵀ per tile, laid out [T][ξ][cout].
+            let dm = first(&mut b.m, big_t * tile_len(cout));
+            dm.par_chunks_mut(t.tw * tile_len(cout)).enumerate().for_each(|(k, dm_row)| {
+                let r = block.0 + k;
+                grad_row(&g_last[(r / t.th) * p * cout..][..p * cout], t, cout, r % t.th, dm_row);
+            });
+            // dU[ξ] = Σ_blocks dM[ξ]ᵀ · V[ξ], in block order for every ξ
+            // (the first block overwrites what the buffer held).
+            let beta = if block.0 == 0 { 0.0 } else { 1.0 };
+            du.par_chunks_mut(cout * cin).enumerate().for_each(|(xi, du_xi)| {
+                gemm(1.0, at_point(dm, xi, cout, big_t).t(), at_point(v, xi, cin, big_t), beta, du_xi, cin);
+            });
+        }
+        // dW = Gᵀ dU G per (co, ci), parallel over co.
+        dw.par_chunks_mut(cin * 9).enumerate().for_each(|(co, dw_co)| {
+            with_scratch(9 * cin, |taps| {
+                filter_grad_rows(&du[co * cin..], cout * cin, cin, taps);
+                transpose_into(taps, 9, cin, dw_co);
+            });
         });
     });
     dw
@@ -316,15 +360,23 @@ fn at_point(tiles: &[f32], xi: usize, channels: usize, big_t: usize) -> MatRef<'
     MatRef { data: &tiles[xi * channels..], rows: big_t, cols: channels, rs: tile_len(channels), cs: 1 }
 }
 
-/// `v [T][16][cin]`: the transformed 4×4 input patches of tile rows
-/// `[r0, r1)` of the channels-last input (parallel over tile rows).
-fn transform_inputs(x: &[f32], cin: usize, t: &Tiling, (r0, r1): (usize, usize), v: &mut Vec<f32>) {
+/// `v [T][16][cin]`, in the front of `buf`: the transformed 4×4 input
+/// patches of tile rows `[r0, r1)` of the channels-last input (parallel
+/// over tile rows).
+fn transform_inputs<'a>(
+    x: &[f32],
+    cin: usize,
+    t: &Tiling,
+    (r0, r1): (usize, usize),
+    buf: &'a mut Vec<f32>,
+) -> &'a [f32] {
     let hw = t.h * t.w;
-    v.resize((r1 - r0) * t.tw * tile_len(cin), 0.0);
+    let v = first(buf, (r1 - r0) * t.tw * tile_len(cin));
     v.par_chunks_mut(t.tw * tile_len(cin)).enumerate().for_each(|(k, v_row)| {
         let r = r0 + k;
         input_row(&x[(r / t.th) * hw * cin..][..hw * cin], t, cin, r % t.th, v_row);
     });
+    v
 }
 
 // The transforms work on one tile at a time, eight channels per step in
