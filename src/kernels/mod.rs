@@ -45,6 +45,8 @@ pub mod winograd;
 
 pub use transpose::{transpose_block_into, transpose_into};
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
 /// Below this many elements an elementwise loop stays on the calling thread:
@@ -73,6 +75,20 @@ pub fn zip_map(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync + Send) 
     } else {
         a.par_iter().zip(b).with_min_len(PAR_CHUNK).map(|(&x, &y)| f(x, y)).collect()
     }
+}
+
+/// A vector of `len` values written by `fill`, which is handed the vector's
+/// uninitialised storage: one pass over memory, where `vec![0.0; len]` and
+/// then writing would be two (the allocator clears recycled memory).
+///
+/// # Safety
+/// `fill` must initialise every one of the `len` elements it is handed.
+pub unsafe fn fresh<T>(len: usize, fill: impl FnOnce(&mut [MaybeUninit<T>])) -> Vec<T> {
+    let mut v = Vec::with_capacity(len);
+    fill(&mut v.spare_capacity_mut()[..len]);
+    // SAFETY: the caller's contract: `fill` initialised all `len` elements.
+    unsafe { v.set_len(len) };
+    v
 }
 
 thread_local! {

@@ -8,11 +8,13 @@
 //! `y = x·α + β'` with `α = γ/√(var+ε)`, `β' = β - mean·α`.
 //! Sums run in f64 ([`crate::kernels::moments`]), in a fixed order.
 
+use std::mem::MaybeUninit;
+
 use ndarray::{ArrayD, IxDyn};
 use rayon::prelude::*;
 
 use crate::autograd::{Op, is_recording};
-use crate::kernels::{PAR_MIN, moments};
+use crate::kernels::{PAR_MIN, fresh, moments};
 use crate::tensor::Tensor;
 
 /// Running statistics and hyper-parameters of one BatchNorm layer.
@@ -60,15 +62,20 @@ pub fn batch_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor, stats: BatchNormSta
     };
     let alpha: Vec<f32> = (0..c).map(|ch| gamma.data()[ch] * inv_std[ch]).collect();
     let shift: Vec<f32> = (0..c).map(|ch| beta.data()[ch] - mean[ch] * alpha[ch]).collect();
-    let mut y = vec![0.0f32; x.numel()];
-    per_sample(&mut y, x.data(), c * s, |ys, xs| {
-        for ch in 0..c {
-            let (a, b) = (alpha[ch], shift[ch]);
-            for (o, &v) in ys[ch * s..(ch + 1) * s].iter_mut().zip(&xs[ch * s..(ch + 1) * s]) {
-                *o = v * a + b;
-            }
-        }
-    });
+    // SAFETY: `per_sample` hands out every sample of `y` and the closure
+    // writes each of its `c` planes in full.
+    let y = unsafe {
+        fresh(x.numel(), |y| {
+            per_sample(y, x.data(), c * s, |ys, xs| {
+                for ch in 0..c {
+                    let (a, b) = (alpha[ch], shift[ch]);
+                    for (o, &v) in ys[ch * s..(ch + 1) * s].iter_mut().zip(&xs[ch * s..(ch + 1) * s]) {
+                        o.write(v * a + b);
+                    }
+                }
+            })
+        })
+    };
     let out = ArrayD::from_shape_vec(IxDyn(sh), y).expect("same shape");
     let keep = is_recording(&[x, gamma, beta]);
     Tensor::from_op(
@@ -100,7 +107,7 @@ fn channel_sums(x: &[f32], n: usize, c: usize, s: usize, f: impl Fn(&[f32]) -> [
 }
 
 /// `f(out_sample, in_sample)` for every batch sample of `len` floats.
-fn per_sample(out: &mut [f32], input: &[f32], len: usize, f: impl Fn(&mut [f32], &[f32]) + Sync) {
+fn per_sample<O: Send>(out: &mut [O], input: &[f32], len: usize, f: impl Fn(&mut [O], &[f32]) + Sync) {
     if len == 0 {
         return;
     }
@@ -154,24 +161,31 @@ pub(crate) fn batch_norm_backward(
     } else {
         (vec![0.0; c], vec![0.0; c])
     };
-    let mut dx = vec![0.0f32; xd.len()];
     let len = c * s;
-    let body = |(dxs, (gs, xs)): (&mut [f32], (&[f32], &[f32]))| {
+    let body = |dxs: &mut [MaybeUninit<f32>], gs: &[f32], xs: &[f32]| {
         for ch in 0..c {
             let (mu, mg, pj, sc) = (mean[ch], mean_g[ch], proj[ch], scale[ch]);
             let r = ch * s..(ch + 1) * s;
             for ((o, &gv), &xv) in dxs[r.clone()].iter_mut().zip(&gs[r.clone()]).zip(&xs[r]) {
-                *o = (gv - mg - (xv - mu) * pj) * sc;
+                o.write((gv - mg - (xv - mu) * pj) * sc);
             }
         }
     };
-    if len > 0 {
-        if xd.len() >= PAR_MIN {
-            dx.par_chunks_mut(len).zip(gd.par_chunks(len).zip(xd.par_chunks(len))).for_each(body);
-        } else {
-            dx.chunks_mut(len).zip(gd.chunks(len).zip(xd.chunks(len))).for_each(body);
-        }
-    }
+    // SAFETY: the chunks of `len = c·s` values cover `dx` (as long as `x`),
+    // and `body` writes each of a chunk's `c` planes in full.
+    let dx = unsafe {
+        fresh(xd.len(), |dx| {
+            if len > 0 {
+                if xd.len() >= PAR_MIN {
+                    dx.par_chunks_mut(len)
+                        .zip(gd.par_chunks(len).zip(xd.par_chunks(len)))
+                        .for_each(|(d, (g, x))| body(d, g, x));
+                } else {
+                    dx.chunks_mut(len).zip(gd.chunks(len).zip(xd.chunks(len))).for_each(|(d, (g, x))| body(d, g, x));
+                }
+            }
+        })
+    };
     [
         ArrayD::from_shape_vec(IxDyn(sh), dx).expect("shape of x"),
         ArrayD::from_shape_vec(IxDyn(&[c]), dgamma).expect("c"),

@@ -5,11 +5,13 @@
 //! strictly greater to take over, so the first maximum wins exact ties; a
 //! NaN wins over numbers. Rows/columns left over by the floor get no gradient.
 
+use std::mem::MaybeUninit;
+
 use ndarray::{ArrayD, IxDyn};
 use rayon::prelude::*;
 
 use crate::autograd::{Op, is_recording};
-use crate::kernels::{PAR_MIN, simd_dispatch};
+use crate::kernels::{PAR_MIN, fresh, simd_dispatch};
 use crate::tensor::Tensor;
 
 /// Max over `kernel × kernel` windows taken every `stride` pixels of `x [N, C, H, W]`.
@@ -22,9 +24,7 @@ pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize) -> Tensor {
     let (h, w) = (sh[2], sh[3]);
     let (ho, wo) = ((h - kernel) / stride + 1, (w - kernel) / stride + 1);
     let planes = sh[0] * sh[1];
-    let mut y = vec![0.0f32; planes * ho * wo];
-    let mut arg = vec![0u32; planes * ho * wo];
-    let pool_plane = |(src, (dst, args)): (&[f32], (&mut [f32], &mut [u32]))| {
+    let pool_plane = |src: &[f32], dst: &mut [MaybeUninit<f32>], args: &mut [MaybeUninit<u32>]| {
         if kernel == 2 && stride == 2 {
             pool_2x2(src, w, ho, wo, dst, args)
         } else {
@@ -32,11 +32,24 @@ pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize) -> Tensor {
         }
     };
     let src = x.data();
-    if src.len() >= PAR_MIN {
-        src.par_chunks(h * w).zip(y.par_chunks_mut(ho * wo).zip(arg.par_chunks_mut(ho * wo))).for_each(pool_plane);
-    } else {
-        src.chunks(h * w).zip(y.chunks_mut(ho * wo).zip(arg.chunks_mut(ho * wo))).for_each(pool_plane);
-    }
+    let mut arg = Vec::new();
+    // SAFETY: the planes of `y` and `arg` (`ho·wo` each) pair up with the
+    // planes of `x`, and both kernels write every output of a plane.
+    let y = unsafe {
+        fresh(planes * ho * wo, |y| {
+            arg = fresh(planes * ho * wo, |arg| {
+                if src.len() >= PAR_MIN {
+                    src.par_chunks(h * w)
+                        .zip(y.par_chunks_mut(ho * wo).zip(arg.par_chunks_mut(ho * wo)))
+                        .for_each(|(s, (d, a))| pool_plane(s, d, a));
+                } else {
+                    src.chunks(h * w)
+                        .zip(y.chunks_mut(ho * wo).zip(arg.chunks_mut(ho * wo)))
+                        .for_each(|(s, (d, a))| pool_plane(s, d, a));
+                }
+            })
+        })
+    };
     let out = ArrayD::from_shape_vec(IxDyn(&[sh[0], sh[1], ho, wo]), y).expect("sizes agree");
     let argmax = if is_recording(&[x]) { arg } else { Vec::new() };
     Tensor::from_op(out, Op::MaxPool2d { x: x.clone(), argmax })
@@ -58,8 +71,8 @@ fn pool_any(
     stride: usize,
     ho: usize,
     wo: usize,
-    dst: &mut [f32],
-    args: &mut [u32],
+    dst: &mut [MaybeUninit<f32>],
+    args: &mut [MaybeUninit<u32>],
 ) {
     for oh in 0..ho {
         for ow in 0..wo {
@@ -74,8 +87,8 @@ fn pool_any(
                     }
                 }
             }
-            dst[oh * wo + ow] = best;
-            args[oh * wo + ow] = at as u32;
+            dst[oh * wo + ow].write(best);
+            args[oh * wo + ow].write(at as u32);
         }
     }
 }
@@ -84,11 +97,18 @@ simd_dispatch! {
     /// The network's 2×2 / stride 2 case: the four candidates of a window
     /// compared in row-major order with selects (no branches), so the loop
     /// vectorises.
-    fn pool_2x2(src: &[f32], w: usize, ho: usize, wo: usize, dst: &mut [f32], args: &mut [u32]) => pool_2x2_generic
+    fn pool_2x2(src: &[f32], w: usize, ho: usize, wo: usize, dst: &mut [MaybeUninit<f32>], args: &mut [MaybeUninit<u32>]) => pool_2x2_generic
 }
 
 #[inline(always)]
-fn pool_2x2_generic(src: &[f32], w: usize, ho: usize, wo: usize, dst: &mut [f32], args: &mut [u32]) {
+fn pool_2x2_generic(
+    src: &[f32],
+    w: usize,
+    ho: usize,
+    wo: usize,
+    dst: &mut [MaybeUninit<f32>],
+    args: &mut [MaybeUninit<u32>],
+) {
     for oh in 0..ho {
         let (top, bottom) = (&src[2 * oh * w..][..2 * wo], &src[(2 * oh + 1) * w..][..2 * wo]);
         let (d, a) = (&mut dst[oh * wo..][..wo], &mut args[oh * wo..][..wo]);
@@ -106,8 +126,8 @@ fn pool_2x2_generic(src: &[f32], w: usize, ho: usize, wo: usize, dst: &mut [f32]
             let t = beats(c3, best);
             best = if t { c3 } else { best };
             at = if t { col + w as u32 + 1 } else { at };
-            d[ow] = best;
-            a[ow] = at;
+            d[ow].write(best);
+            a[ow].write(at);
         }
     }
 }
