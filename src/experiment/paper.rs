@@ -49,7 +49,8 @@ pub fn cifar_against_paper(results: &CifarResults) -> String {
     let mut s = String::from(
         "\n## Against the paper\n\nTest accuracy (%), ours as mean ± std over our seeds (n), the paper's as the \
          mean of its 5 seeds (± std where it gives one), and ours − paper in points. Params: remaining head \
-         parameters, ours | paper.\n\n| r2 | r1 | params | head | ours | paper | ours − paper |\n|---|---|---|---|---|---|---|\n",
+         parameters, ours and the paper's.\n\n| r2 | r1 | params, ours | params, paper | head | ours | paper | ours − paper \
+         |\n|---|---|---|---|---|---|---|---|\n",
     );
     let row =
         |s: &mut String, cell: (&str, &str, String), head: HeadKind, ours: Option<&[f64]>, paper: String, p: f64| {
@@ -63,7 +64,7 @@ pub fn cifar_against_paper(results: &CifarResults) -> String {
     for (k, head) in HEADS.iter().enumerate() {
         let ours = results.heads.get(&head.id()).map(|h| h.unpruned_test_acc.as_slice());
         let (m, sd) = UNPRUNED[k];
-        row(&mut s, ("–", "–", "unpruned".into()), *head, ours, format!("{m:.2} ± {sd:.2}"), m);
+        row(&mut s, ("–", "–", "unpruned | unpruned".into()), *head, ours, format!("{m:.2} ± {sd:.2}"), m);
     }
     for (r2, r1, paper_params, accs) in PRUNED {
         for (k, head) in HEADS.iter().enumerate() {
@@ -114,15 +115,21 @@ mod tests {
         heads.insert("maxout".to_string(), head(vec![75.5], vec![40.0]));
         let mut results = CifarResults { protocol: CifarProtocol::paper(), heads, missing: vec![], train_seconds: 0.0 };
         let md = cifar_against_paper(&results);
-        assert!(md.contains("| – | – | unpruned | ReLU | 77.00 ± 1.00 (n=2) | 78.98 ± 0.76 | -1.98 |"), "{md}");
+        assert!(
+            md.contains("| – | – | unpruned | unpruned | ReLU | 77.00 ± 1.00 (n=2) | 78.98 ± 0.76 | -1.98 |"),
+            "{md}"
+        );
         assert!(md.contains("| 0.7 | 0.7 | 41380 | 41380 | ReLU | 65.00 ± 5.00 (n=2) | 69.57 | -4.57 |"), "{md}");
         assert!(
-            md.contains("| – | – | unpruned | Maxout | 75.50 (n=1) | 78.17 ± 0.86 | -2.67 |"),
+            md.contains("| – | – | unpruned | unpruned | Maxout | 75.50 (n=1) | 78.17 ± 0.86 | -2.67 |"),
             "one seed, no spread: {md}"
         );
         // Heads or cells without runs stay in the table, empty.
         assert!(md.contains("| 0.95 | 0.95 | – | 7332 | Sparse-Morph | – | 14.69 | – |"), "{md}");
         assert_eq!(md.matches("\n| ").count(), 1 + 4 * 7, "the header and 4 heads × 7 rows");
+        for line in md.lines().filter(|l| l.starts_with('|')) {
+            assert_eq!(line.matches('|').count(), 9, "every row has the header's 8 cells: {line}");
+        }
         results.protocol.channels = 32;
         assert_eq!(cifar_against_paper(&results), "", "another width is another experiment");
     }
