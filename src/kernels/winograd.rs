@@ -22,7 +22,7 @@
 //! `g` reverses its rows and columns, and `G J₃ = J' G` where `J'` swaps
 //! rows 0 and 3 only, so the rotated filter's transform is `U` with
 //! indices 0 and 3 swapped on both axes: the input gradient multiplies by
-//! `U[ξ']ᵀ` and needs no second filter transform ([`Filters::input_grad`]).
+//! `U[ξ']ᵀ` and needs no second filter transform (see [`Filters::new`]).
 //! The weight gradient is the adjoint of the forward map:
 //! `dU[ξ] = Σ_tiles (A dY Aᵀ)[ξ]ᵀ · V[ξ]`, 16 products again, then
 //! `dW = Gᵀ dU G` ([`conv3x3_filter_grad`]).

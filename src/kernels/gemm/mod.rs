@@ -15,7 +15,7 @@
 //!
 //! * **B is packed** into panels of `NR` columns, `[panel][k][NR]`, zero
 //!   past the last column, so the kernel reads each row of a panel with one
-//!   or two aligned-size vector loads. A matrix used by many products (a
+//!   or two whole-register loads. A matrix used by many products (a
 //!   convolution's transformed filters) is packed once: [`PackedB`].
 //! * **A is read in place**: the kernel broadcasts `a[r, k]` for `MR` rows
 //!   from the strided view, so a transposed A costs nothing extra.
@@ -25,8 +25,8 @@
 //! * Each entry of C sums its products in `k` order, `KC` at a time, so a
 //!   result does not depend on how callers split the work over threads.
 //!
-//! Three micro-kernels: [`avx512`] (8 × 32), [`avx2`] (6 × 16, with FMA) and
-//! the portable [`tile_portable`] (4 × 8), chosen at run time like the
+//! Three micro-kernels: `avx512.rs` (8 × 32), `avx2.rs` (6 × 16, with FMA) and
+//! the portable `tile_portable` (4 × 8), chosen at run time like the
 //! max-plus kernels (`MORPHGRAD_ISA` caps it).
 
 mod avx2;

@@ -5,7 +5,7 @@
 //! ```
 //!
 //! * [`scalar`] — the definition, one candidate at a time; the reference.
-//! * [`avx512`], [`avx2`] — the same results, bit for bit, 16 or 8 outputs per
+//! * `avx512.rs`, `avx2.rs` — the same results, bit for bit, 16 or 8 outputs per
 //!   instruction (picked at run time; see [`Isa`]).
 //! * [`sparse`] — only the active weights of a sparse layer (CSR rows).
 //!
