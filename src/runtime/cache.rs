@@ -8,26 +8,19 @@ use std::sync::OnceLock;
 /// blocking, or on systems that report it wrong).
 pub fn l2_bytes() -> usize {
     static L2: OnceLock<usize> = OnceLock::new();
-    *L2.get_or_init(|| {
-        std::env::var("MORPHGRAD_L2_BYTES")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .or_else(|| sysfs_cache_bytes(2))
-            .unwrap_or(1 << 20)
-    })
+    *L2.get_or_init(|| cache_bytes("MORPHGRAD_L2_BYTES", 2, 1 << 20))
 }
 
 /// Bytes of the per-core L1 data cache (Linux sysfs, read once); 32 KiB
 /// when the system does not say. `MORPHGRAD_L1_BYTES=n` overrides it.
 pub fn l1_bytes() -> usize {
     static L1: OnceLock<usize> = OnceLock::new();
-    *L1.get_or_init(|| {
-        std::env::var("MORPHGRAD_L1_BYTES")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .or_else(|| sysfs_cache_bytes(1))
-            .unwrap_or(32 << 10)
-    })
+    *L1.get_or_init(|| cache_bytes("MORPHGRAD_L1_BYTES", 1, 32 << 10))
+}
+
+/// The size `var` sets, else the one sysfs reports for `level`, else `default`.
+fn cache_bytes(var: &str, level: u32, default: usize) -> usize {
+    std::env::var(var).ok().and_then(|v| v.parse().ok()).or_else(|| sysfs_cache_bytes(level)).unwrap_or(default)
 }
 
 /// Size of the first data or unified cache of `level` listed for cpu0.
