@@ -183,6 +183,11 @@ fn input_grads<'a>(op: &'a Op, out: &Tensor, g: &Grad) -> Vec<(&'a Tensor, Grad)
             let [gx, gg, gb] = norm::batch_norm_backward(x, gamma, mean, inv_std, *train, g);
             vec![(x, gx), (gamma, gg), (beta, gb)]
         }
+        Op::BnReluPool { x, gamma, beta, mean, inv_std, argmax, train } => {
+            let [gx, gg, gb] =
+                bn_relu_pool::bn_relu_pool_backward(x, gamma, mean, inv_std, *train, argmax, out.value(), g);
+            vec![(x, gx), (gamma, gg), (beta, gb)]
+        }
         Op::Dropout { x, mask } => vec![(x, dropout::dropout_backward(mask, g))],
         Op::LogSoftmax(x) => vec![(x, loss::log_softmax_backward(out.value(), g))],
         Op::CrossEntropy { logits, labels, probs } => {

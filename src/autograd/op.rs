@@ -70,6 +70,17 @@ pub enum Op {
         inv_std: Vec<f32>,
         train: bool,
     },
+    /// `max_pool2d(relu(batch_norm(x)))` in one op: BatchNorm's statistics
+    /// and the pool's winners.
+    BnReluPool {
+        x: Tensor,
+        gamma: Tensor,
+        beta: Tensor,
+        mean: Vec<f32>,
+        inv_std: Vec<f32>,
+        argmax: Vec<u32>,
+        train: bool,
+    },
     /// `mask` is `1/(1-p)` where kept, 0 where dropped.
     Dropout {
         x: Tensor,
@@ -111,7 +122,7 @@ impl Op {
                 v.extend(bias);
                 v
             }
-            Op::BatchNorm { x, gamma, beta, .. } => vec![x, gamma, beta],
+            Op::BatchNorm { x, gamma, beta, .. } | Op::BnReluPool { x, gamma, beta, .. } => vec![x, gamma, beta],
             Op::CrossEntropy { logits, .. } => vec![logits],
             Op::Bce { probs, target } => vec![probs, target],
             Op::Custom(op) => op.inputs(),
@@ -138,6 +149,7 @@ impl Op {
             Op::Conv2d { .. } => "conv2d",
             Op::MaxPool2d { .. } => "max_pool2d",
             Op::BatchNorm { .. } => "batch_norm",
+            Op::BnReluPool { .. } => "bn_relu_pool",
             Op::Dropout { .. } => "dropout",
             Op::LogSoftmax(_) => "log_softmax",
             Op::CrossEntropy { .. } => "cross_entropy",

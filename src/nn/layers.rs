@@ -127,21 +127,38 @@ impl BatchNorm {
     }
 }
 
+impl BatchNorm {
+    /// `γ`, `β` and the running statistics a forward pass reads (eval) or
+    /// updates (train; counted in `num_batches_tracked`).
+    fn parts(&mut self, train: bool) -> (&Tensor, &Tensor, BatchNormStats<'_>) {
+        let BatchNorm { weight, bias, running_mean, running_var, num_batches_tracked, momentum, eps } = self;
+        if train {
+            *num_batches_tracked += 1;
+        }
+        let stats = BatchNormStats {
+            running_mean: running_mean.as_slice_mut().expect("contiguous"),
+            running_var: running_var.as_slice_mut().expect("contiguous"),
+            momentum: *momentum,
+            eps: *eps,
+        };
+        (weight, bias, stats)
+    }
+
+    /// `max_pool2d(relu(self(x)), pool, pool)` as one op
+    /// ([`ops::bn_relu_pool`]): the same numbers, a fraction of the memory traffic.
+    pub fn forward_relu_pool(&mut self, x: &Tensor, ctx: &mut Ctx, pool: usize) -> Tensor {
+        let (gamma, beta, stats) = self.parts(ctx.train);
+        ops::bn_relu_pool(x, gamma, beta, stats, ctx.train, pool, pool)
+    }
+}
+
 impl Forward for BatchNorm {
     type Output = Tensor;
     /// Normalise with batch statistics (and update the running ones) in train
     /// mode, with the running statistics in eval mode.
     fn forward(&mut self, x: &Tensor, ctx: &mut Ctx) -> Tensor {
-        if ctx.train {
-            self.num_batches_tracked += 1;
-        }
-        let stats = BatchNormStats {
-            running_mean: self.running_mean.as_slice_mut().expect("contiguous"),
-            running_var: self.running_var.as_slice_mut().expect("contiguous"),
-            momentum: self.momentum,
-            eps: self.eps,
-        };
-        ops::batch_norm(x, &self.weight, &self.bias, stats, ctx.train)
+        let (gamma, beta, stats) = self.parts(ctx.train);
+        ops::batch_norm(x, gamma, beta, stats, ctx.train)
     }
 }
 
@@ -191,8 +208,7 @@ impl Forward for ConvBlock {
     type Output = Tensor;
     fn forward(&mut self, x: &Tensor, ctx: &mut Ctx) -> Tensor {
         let y = self.conv.forward(x, ctx);
-        let y = self.bn.forward(&y, ctx).relu();
-        ops::max_pool2d(&y, 2, 2)
+        self.bn.forward_relu_pool(&y, ctx, 2)
     }
 }
 

@@ -136,7 +136,7 @@ impl Tensor {
     /// `max(x, 0)` (NaN stays NaN); backward passes `g` where `y > 0`
     /// (PyTorch's rule: the gradient at exactly 0 is 0).
     pub fn relu(&self) -> Tensor {
-        let v = kernels::map(self.data(), |x| if x > 0.0 || x.is_nan() { x } else { 0.0 });
+        let v = kernels::map(self.data(), relu_value);
         Tensor::from_op(shaped(self, v), Op::Relu(self.clone()))
     }
 
@@ -145,6 +145,12 @@ impl Tensor {
         let v = kernels::map(self.data(), sigmoid);
         Tensor::from_op(shaped(self, v), Op::Sigmoid(self.clone()))
     }
+}
+
+/// `max(x, 0)`, NaN kept.
+#[inline(always)]
+pub(crate) fn relu_value(x: f32) -> f32 {
+    if x > 0.0 || x.is_nan() { x } else { 0.0 }
 }
 
 /// The logistic function, written so that neither tail overflows.

@@ -5,6 +5,7 @@
 //! (`x.relu()`, `x.reshape(..)`, `x.max_axis(1)`); layer-sized ops are
 //! functions (`conv2d`, `batch_norm`, `cross_entropy`, ...).
 
+pub mod bn_relu_pool;
 pub mod conv;
 pub mod dropout;
 pub mod elementwise;
@@ -16,6 +17,7 @@ pub mod pool;
 pub mod reduce;
 pub mod shape;
 
+pub use bn_relu_pool::bn_relu_pool;
 pub use conv::conv2d;
 pub use dropout::{dropout, dropout_with_mask};
 pub use loss::{binary_cross_entropy, cross_entropy};

@@ -28,40 +28,8 @@ pub struct BatchNormStats<'a> {
 /// Batch-normalise `x` per channel (axis 1); see the module docs.
 pub fn batch_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor, stats: BatchNormStats<'_>, train: bool) -> Tensor {
     let sh = x.shape();
-    assert!(sh.len() >= 2, "batch_norm expects [N, C, ...], got {sh:?}");
-    let (n, c) = (sh[0], sh[1]);
-    let s: usize = sh[2..].iter().product();
-    assert!(
-        gamma.shape() == [c] && beta.shape() == [c] && stats.running_mean.len() == c && stats.running_var.len() == c,
-        "batch_norm: {c} channels in input {sh:?} but weight {:?}, bias {:?}, running stats [{}], [{}]",
-        gamma.shape(),
-        beta.shape(),
-        stats.running_mean.len(),
-        stats.running_var.len()
-    );
-    let m = n * s;
-    let (mean, inv_std) = if train {
-        assert!(m > 1, "batch_norm in train mode needs more than 1 value per channel, got input {sh:?}");
-        let sums = channel_sums(x.data(), n, c, s, moments::sum_and_squares);
-        let mut mean = vec![0.0f32; c];
-        let mut inv_std = vec![0.0f32; c];
-        for ch in 0..c {
-            let mu = sums[ch][0] / m as f64;
-            let var = (sums[ch][1] / m as f64 - mu * mu).max(0.0);
-            mean[ch] = mu as f32;
-            inv_std[ch] = (1.0 / (var + stats.eps as f64).sqrt()) as f32;
-            let mom = stats.momentum;
-            stats.running_mean[ch] = (1.0 - mom) * stats.running_mean[ch] + mom * mu as f32;
-            let unbiased = var * m as f64 / (m - 1) as f64;
-            stats.running_var[ch] = (1.0 - mom) * stats.running_var[ch] + mom * unbiased as f32;
-        }
-        (mean, inv_std)
-    } else {
-        let inv_std = stats.running_var.iter().map(|&v| 1.0 / (v + stats.eps).sqrt()).collect();
-        (stats.running_mean.to_vec(), inv_std)
-    };
-    let alpha: Vec<f32> = (0..c).map(|ch| gamma.data()[ch] * inv_std[ch]).collect();
-    let shift: Vec<f32> = (0..c).map(|ch| beta.data()[ch] - mean[ch] * alpha[ch]).collect();
+    let Affine { mean, inv_std, alpha, shift } = Affine::of(x, gamma, beta, stats, train);
+    let (c, s) = (sh[1], sh[2..].iter().product::<usize>());
     // SAFETY: `per_sample` hands out every sample of `y` and the closure
     // writes each of its `c` planes in full.
     let y = unsafe {
@@ -91,19 +59,65 @@ pub fn batch_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor, stats: BatchNormSta
     )
 }
 
+/// What one call normalises with, per channel: `y = x·alpha + shift`, from
+/// the batch's `mean` and `inv_std = 1/√(var+ε)` (train) or the running ones (eval).
+pub(crate) struct Affine {
+    pub mean: Vec<f32>,
+    pub inv_std: Vec<f32>,
+    pub alpha: Vec<f32>,
+    pub shift: Vec<f32>,
+}
+
+impl Affine {
+    /// Check the shapes, take the statistics and, in train mode, update the
+    /// running ones.
+    pub(crate) fn of(x: &Tensor, gamma: &Tensor, beta: &Tensor, stats: BatchNormStats<'_>, train: bool) -> Affine {
+        let sh = x.shape();
+        assert!(sh.len() >= 2, "batch_norm expects [N, C, ...], got {sh:?}");
+        let (n, c) = (sh[0], sh[1]);
+        let s: usize = sh[2..].iter().product();
+        assert!(
+            gamma.shape() == [c]
+                && beta.shape() == [c]
+                && stats.running_mean.len() == c
+                && stats.running_var.len() == c,
+            "batch_norm: {c} channels in input {sh:?} but weight {:?}, bias {:?}, running stats [{}], [{}]",
+            gamma.shape(),
+            beta.shape(),
+            stats.running_mean.len(),
+            stats.running_var.len()
+        );
+        let m = n * s;
+        let (mean, inv_std) = if train {
+            assert!(m > 1, "batch_norm in train mode needs more than 1 value per channel, got input {sh:?}");
+            let sums = channel_sums(x.data(), n, c, s, moments::sum_and_squares);
+            let mut mean = vec![0.0f32; c];
+            let mut inv_std = vec![0.0f32; c];
+            for ch in 0..c {
+                let mu = sums[ch][0] / m as f64;
+                let var = (sums[ch][1] / m as f64 - mu * mu).max(0.0);
+                mean[ch] = mu as f32;
+                inv_std[ch] = (1.0 / (var + stats.eps as f64).sqrt()) as f32;
+                let mom = stats.momentum;
+                stats.running_mean[ch] = (1.0 - mom) * stats.running_mean[ch] + mom * mu as f32;
+                let unbiased = var * m as f64 / (m - 1) as f64;
+                stats.running_var[ch] = (1.0 - mom) * stats.running_var[ch] + mom * unbiased as f32;
+            }
+            (mean, inv_std)
+        } else {
+            let inv_std = stats.running_var.iter().map(|&v| 1.0 / (v + stats.eps).sqrt()).collect();
+            (stats.running_mean.to_vec(), inv_std)
+        };
+        let alpha: Vec<f32> = (0..c).map(|ch| gamma.data()[ch] * inv_std[ch]).collect();
+        let shift = (0..c).map(|ch| beta.data()[ch] - mean[ch] * alpha[ch]).collect();
+        Affine { mean, inv_std, alpha, shift }
+    }
+}
+
 /// `f` of every channel's values (its `N` planes of `s` floats, concatenated
 /// in batch order), computed in parallel over channels for large inputs.
 fn channel_sums(x: &[f32], n: usize, c: usize, s: usize, f: impl Fn(&[f32]) -> [f64; 2] + Sync) -> Vec<[f64; 2]> {
-    let one = |ch: usize| {
-        let mut acc = [0.0f64; 2];
-        for i in 0..n {
-            let r = f(&x[(i * c + ch) * s..(i * c + ch + 1) * s]);
-            acc[0] += r[0];
-            acc[1] += r[1];
-        }
-        acc
-    };
-    if x.len() >= PAR_MIN { (0..c).into_par_iter().map(one).collect() } else { (0..c).map(one).collect() }
+    channel_sums_with(n, c, x.len() >= PAR_MIN, |ch, i| f(&x[(i * c + ch) * s..(i * c + ch + 1) * s]))
 }
 
 /// `f(out_sample, in_sample)` for every batch sample of `len` floats.
@@ -132,43 +146,17 @@ pub(crate) fn batch_norm_backward(
     let sh = x.shape();
     let (n, c) = (sh[0], sh[1]);
     let s: usize = sh[2..].iter().product();
-    let m = (n * s) as f64;
     let (xd, gd) = (x.data(), g.as_slice().expect("std"));
-    // Both sums per channel: Σ g and Σ g·(x - mean).
-    let sums: Vec<[f64; 2]> = {
-        let one = |ch: usize| {
-            let mut acc = [0.0f64; 2];
-            for i in 0..n {
-                let r = (i * c + ch) * s..(i * c + ch + 1) * s;
-                let [sg, sp] = moments::grad_sums(&gd[r.clone()], &xd[r], mean[ch]);
-                acc[0] += sg;
-                acc[1] += sp;
-            }
-            acc
-        };
-        if xd.len() >= PAR_MIN { (0..c).into_par_iter().map(one).collect() } else { (0..c).map(one).collect() }
-    };
-    let dbeta: Vec<f32> = sums.iter().map(|s| s[0] as f32).collect();
-    let dgamma: Vec<f32> = sums.iter().zip(inv_std).map(|(s, &is)| (s[1] * is as f64) as f32).collect();
-    let scale: Vec<f32> = (0..c).map(|ch| gamma.data()[ch] * inv_std[ch]).collect();
-    let (mean_g, proj): (Vec<f32>, Vec<f32>) = if train {
-        (0..c)
-            .map(|ch| {
-                let is = inv_std[ch] as f64;
-                ((sums[ch][0] / m) as f32, (sums[ch][1] * is * is / m) as f32)
-            })
-            .unzip()
-    } else {
-        (vec![0.0; c], vec![0.0; c])
-    };
+    let sums = channel_sums_with(n, c, xd.len() >= PAR_MIN, |ch, i| {
+        let r = (i * c + ch) * s..(i * c + ch + 1) * s;
+        moments::grad_sums(&gd[r.clone()], &xd[r], mean[ch])
+    });
+    let k = GradCoefs::new(&sums, gamma.data(), mean, inv_std, train, n * s);
     let len = c * s;
     let body = |dxs: &mut [MaybeUninit<f32>], gs: &[f32], xs: &[f32]| {
         for ch in 0..c {
-            let (mu, mg, pj, sc) = (mean[ch], mean_g[ch], proj[ch], scale[ch]);
             let r = ch * s..(ch + 1) * s;
-            for ((o, &gv), &xv) in dxs[r.clone()].iter_mut().zip(&gs[r.clone()]).zip(&xs[r]) {
-                o.write((gv - mg - (xv - mu) * pj) * sc);
-            }
+            k.dx_plane(ch, &mut dxs[r.clone()], &gs[r.clone()], &xs[r]);
         }
     };
     // SAFETY: the chunks of `len = c·s` values cover `dx` (as long as `x`),
@@ -188,7 +176,78 @@ pub(crate) fn batch_norm_backward(
     };
     [
         ArrayD::from_shape_vec(IxDyn(sh), dx).expect("shape of x"),
-        ArrayD::from_shape_vec(IxDyn(&[c]), dgamma).expect("c"),
-        ArrayD::from_shape_vec(IxDyn(&[c]), dbeta).expect("c"),
+        ArrayD::from_shape_vec(IxDyn(&[c]), k.dgamma).expect("c"),
+        ArrayD::from_shape_vec(IxDyn(&[c]), k.dbeta).expect("c"),
     ]
+}
+
+/// `Σ over samples i of plane(ch, i)` for every channel, samples added in
+/// order; channels in parallel when `parallel`.
+pub(crate) fn channel_sums_with(
+    n: usize,
+    c: usize,
+    parallel: bool,
+    plane: impl Fn(usize, usize) -> [f64; 2] + Sync,
+) -> Vec<[f64; 2]> {
+    let one = |ch: usize| {
+        let mut acc = [0.0f64; 2];
+        for i in 0..n {
+            let r = plane(ch, i);
+            acc[0] += r[0];
+            acc[1] += r[1];
+        }
+        acc
+    };
+    if parallel { (0..c).into_par_iter().map(one).collect() } else { (0..c).map(one).collect() }
+}
+
+/// BatchNorm's gradient, per channel, from the sums `[Σ g, Σ g·(x - mean)]`
+/// over the channel's `M` values.
+pub(crate) struct GradCoefs {
+    pub dgamma: Vec<f32>,
+    pub dbeta: Vec<f32>,
+    mean: Vec<f32>,
+    /// `dβ/M` in train mode, 0 in eval mode.
+    mean_g: Vec<f32>,
+    /// `dγ·inv_std/M` in train mode, 0 in eval mode.
+    proj: Vec<f32>,
+    /// `γ·inv_std`.
+    scale: Vec<f32>,
+}
+
+impl GradCoefs {
+    pub(crate) fn new(
+        sums: &[[f64; 2]],
+        gamma: &[f32],
+        mean: &[f32],
+        inv_std: &[f32],
+        train: bool,
+        m: usize,
+    ) -> GradCoefs {
+        let c = sums.len();
+        let m = m as f64;
+        let dbeta = sums.iter().map(|s| s[0] as f32).collect();
+        let dgamma = sums.iter().zip(inv_std).map(|(s, &is)| (s[1] * is as f64) as f32).collect();
+        let scale = (0..c).map(|ch| gamma[ch] * inv_std[ch]).collect();
+        let (mean_g, proj) = if train {
+            (0..c)
+                .map(|ch| {
+                    let is = inv_std[ch] as f64;
+                    ((sums[ch][0] / m) as f32, (sums[ch][1] * is * is / m) as f32)
+                })
+                .unzip()
+        } else {
+            (vec![0.0; c], vec![0.0; c])
+        };
+        GradCoefs { dgamma, dbeta, mean: mean.to_vec(), mean_g, proj, scale }
+    }
+
+    /// `dx` of one plane of channel `ch` from its gradient `g` and input `x`.
+    #[inline]
+    pub(crate) fn dx_plane(&self, ch: usize, dx: &mut [MaybeUninit<f32>], g: &[f32], x: &[f32]) {
+        let (mu, mg, pj, sc) = (self.mean[ch], self.mean_g[ch], self.proj[ch], self.scale[ch]);
+        for ((o, &gv), &xv) in dx.iter_mut().zip(g).zip(x) {
+            o.write((gv - mg - (xv - mu) * pj) * sc);
+        }
+    }
 }

@@ -17,42 +17,80 @@ use crate::tensor::Tensor;
 /// Max over `kernel × kernel` windows taken every `stride` pixels of `x [N, C, H, W]`.
 pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize) -> Tensor {
     let sh = x.shape();
-    assert!(
-        sh.len() == 4 && kernel >= 1 && stride >= 1 && sh[2] >= kernel && sh[3] >= kernel,
-        "max_pool2d(kernel {kernel}, stride {stride}) of input {sh:?} (expects [N, C, H, W] with H, W >= kernel)"
-    );
-    let (h, w) = (sh[2], sh[3]);
-    let (ho, wo) = ((h - kernel) / stride + 1, (w - kernel) / stride + 1);
-    let planes = sh[0] * sh[1];
-    let pool_plane = |src: &[f32], dst: &mut [MaybeUninit<f32>], args: &mut [MaybeUninit<u32>]| {
+    let win = Window::new(sh, kernel, stride);
+    let plane = sh[2] * sh[3];
+    let src = x.data();
+    let (y, arg) = pool_planes(sh[0] * sh[1], &win, src.len() >= PAR_MIN, |p, dst, args| {
+        win.pool_plane(&src[p * plane..(p + 1) * plane], dst, args)
+    });
+    let out = ArrayD::from_shape_vec(IxDyn(&[sh[0], sh[1], win.ho, win.wo]), y).expect("sizes agree");
+    let argmax = if is_recording(&[x]) { arg } else { Vec::new() };
+    Tensor::from_op(out, Op::MaxPool2d { x: x.clone(), argmax })
+}
+
+/// The pooled values and winners of `planes` planes, `ho·wo` each, from
+/// `fill(p, dst, args)`, which must write all of plane `p`'s `dst` and
+/// `args`; planes in parallel when `parallel`.
+pub(crate) fn pool_planes(
+    planes: usize,
+    win: &Window,
+    parallel: bool,
+    fill: impl Fn(usize, &mut [MaybeUninit<f32>], &mut [MaybeUninit<u32>]) + Sync,
+) -> (Vec<f32>, Vec<u32>) {
+    let out = win.ho * win.wo; // ≥ 1: a plane holds at least one window
+    let mut arg = Vec::new();
+    // SAFETY: the chunks of `out` values cover both buffers, one per plane,
+    // and `fill`'s contract is to write all of each.
+    let y = unsafe {
+        fresh(planes * out, |y| {
+            arg = fresh(planes * out, |arg| {
+                if parallel {
+                    y.par_chunks_mut(out)
+                        .zip(arg.par_chunks_mut(out))
+                        .enumerate()
+                        .for_each(|(p, (d, a))| fill(p, d, a));
+                } else {
+                    y.chunks_mut(out).zip(arg.chunks_mut(out)).enumerate().for_each(|(p, (d, a))| fill(p, d, a));
+                }
+            })
+        })
+    };
+    (y, arg)
+}
+
+/// The pooling windows of one `[H, W]` plane: `kernel × kernel` every
+/// `stride` pixels, `ho × wo` of them (floor mode).
+#[derive(Clone, Copy)]
+pub(crate) struct Window {
+    kernel: usize,
+    stride: usize,
+    w: usize,
+    pub ho: usize,
+    pub wo: usize,
+}
+
+impl Window {
+    /// The windows of input shape `sh = [N, C, H, W]`; panics with the shape
+    /// if it is not 4-D or smaller than one window.
+    pub(crate) fn new(sh: &[usize], kernel: usize, stride: usize) -> Window {
+        assert!(
+            sh.len() == 4 && kernel >= 1 && stride >= 1 && sh[2] >= kernel && sh[3] >= kernel,
+            "max_pool2d(kernel {kernel}, stride {stride}) of input {sh:?} (expects [N, C, H, W] with H, W >= kernel)"
+        );
+        let (h, w) = (sh[2], sh[3]);
+        Window { kernel, stride, w, ho: (h - kernel) / stride + 1, wo: (w - kernel) / stride + 1 }
+    }
+
+    /// Every window's maximum of `src` (one plane) into `dst`, and its flat
+    /// index within the plane into `args`; writes all `ho·wo` of both.
+    pub(crate) fn pool_plane(&self, src: &[f32], dst: &mut [MaybeUninit<f32>], args: &mut [MaybeUninit<u32>]) {
+        let Window { kernel, stride, w, ho, wo } = *self;
         if kernel == 2 && stride == 2 {
             pool_2x2(src, w, ho, wo, dst, args)
         } else {
             pool_any(src, w, kernel, stride, ho, wo, dst, args)
         }
-    };
-    let src = x.data();
-    let mut arg = Vec::new();
-    // SAFETY: the planes of `y` and `arg` (`ho·wo` each) pair up with the
-    // planes of `x`, and both kernels write every output of a plane.
-    let y = unsafe {
-        fresh(planes * ho * wo, |y| {
-            arg = fresh(planes * ho * wo, |arg| {
-                if src.len() >= PAR_MIN {
-                    src.par_chunks(h * w)
-                        .zip(y.par_chunks_mut(ho * wo).zip(arg.par_chunks_mut(ho * wo)))
-                        .for_each(|(s, (d, a))| pool_plane(s, d, a));
-                } else {
-                    src.chunks(h * w)
-                        .zip(y.chunks_mut(ho * wo).zip(arg.chunks_mut(ho * wo)))
-                        .for_each(|(s, (d, a))| pool_plane(s, d, a));
-                }
-            })
-        })
-    };
-    let out = ArrayD::from_shape_vec(IxDyn(&[sh[0], sh[1], ho, wo]), y).expect("sizes agree");
-    let argmax = if is_recording(&[x]) { arg } else { Vec::new() };
-    Tensor::from_op(out, Op::MaxPool2d { x: x.clone(), argmax })
+    }
 }
 
 /// Does `v` take over from the running maximum `best`? Strictly greater, or
