@@ -10,6 +10,27 @@
 const LANES: usize = 8;
 
 simd_dispatch!(
+    /// `Σ x` of one plane.
+    pub fn sum(x: &[f32]) -> f64 => sum_generic
+);
+
+#[inline(always)]
+fn sum_generic(x: &[f32]) -> f64 {
+    let mut s = [0.0f64; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for l in 0..LANES {
+            s[l] += c[l] as f64;
+        }
+    }
+    for (l, &v) in tail.iter().enumerate() {
+        s[l] += v as f64;
+    }
+    fold(s)
+}
+
+simd_dispatch!(
     /// `[Σ x, Σ x²]` of one plane.
     pub fn sum_and_squares(x: &[f32]) -> [f64; 2] => sum_and_squares_generic
 );
@@ -77,6 +98,11 @@ mod tests {
             let s: f64 = x.iter().map(|&v| v as f64).sum();
             let q: f64 = x.iter().map(|&v| (v as f64).powi(2)).sum();
             assert_eq!(sum_and_squares(&x), [s, q], "len {len}");
+            assert_eq!(sum(&x), s, "len {len}");
+            // Values that do not sum exactly: `sum` adds in the same order as
+            // `sum_and_squares`.
+            let r: Vec<f32> = (0..len).map(|i| 1.0 / (i as f32 + 0.3)).collect();
+            assert_eq!(sum(&r), sum_and_squares(&r)[0], "len {len}");
             let gs: f64 = g.iter().map(|&v| v as f64).sum();
             let gp: f64 = g.iter().zip(&x).map(|(&a, &b)| a as f64 * (b - 1.0) as f64).sum();
             assert_eq!(grad_sums(&g, &x, 1.0), [gs, gp], "len {len}");
