@@ -133,8 +133,8 @@ fn pool_any(
 
 simd_dispatch! {
     /// The network's 2×2 / stride 2 case: the four candidates of a window
-    /// compared in row-major order with selects (no branches), so the loop
-    /// vectorises.
+    /// compared in row-major order with selects, no branches. (The compiler
+    /// keeps this loop scalar: the candidates are two apart in memory.)
     fn pool_2x2(src: &[f32], w: usize, ho: usize, wo: usize, dst: &mut [MaybeUninit<f32>], args: &mut [MaybeUninit<u32>]) => pool_2x2_generic
 }
 
