@@ -145,7 +145,7 @@ impl BatchNorm {
     }
 
     /// `max_pool2d(relu(self(x)), pool, pool)` as one op
-    /// ([`ops::bn_relu_pool`]): the same numbers, a fraction of the memory traffic.
+    /// ([`ops::bn_relu_pool()`]): the same numbers, a fraction of the memory traffic.
     pub fn forward_relu_pool(&mut self, x: &Tensor, ctx: &mut Ctx, pool: usize) -> Tensor {
         let (gamma, beta, stats) = self.parts(ctx.train);
         ops::bn_relu_pool(x, gamma, beta, stats, ctx.train, pool, pool)
