@@ -125,9 +125,7 @@ impl BatchNorm {
             eps: 1e-5,
         }
     }
-}
 
-impl BatchNorm {
     /// `γ`, `β` and the running statistics a forward pass reads (eval) or
     /// updates (train; counted in `num_batches_tracked`).
     fn parts(&mut self, train: bool) -> (&Tensor, &Tensor, BatchNormStats<'_>) {

@@ -49,15 +49,18 @@ pub fn bn_relu_pool(
     let Affine { mean, inv_std, alpha, shift } = Affine::of(x, gamma, beta, stats, train);
     let (c, plane) = (sh[1], sh[2] * sh[3]);
     let src = x.data();
-    let (y, arg) = pool_planes(sh[0] * c, &win, src.len() >= PAR_MIN, |p, dst, args| {
-        let (a, b) = (alpha[p % c], shift[p % c]);
-        with_scratch(plane, |buf| {
-            for (o, &v) in buf.iter_mut().zip(&src[p * plane..(p + 1) * plane]) {
-                *o = relu_value(v * a + b);
-            }
-            win.pool_plane(buf, dst, args);
+    // SAFETY: `pool_plane` writes every output and winner of its plane.
+    let (y, arg) = unsafe {
+        pool_planes(sh[0] * c, &win, src.len() >= PAR_MIN, |p, dst, args| {
+            let (a, b) = (alpha[p % c], shift[p % c]);
+            with_scratch(plane, |buf| {
+                for (o, &v) in buf.iter_mut().zip(&src[p * plane..(p + 1) * plane]) {
+                    *o = relu_value(v * a + b);
+                }
+                win.pool_plane(buf, dst, args);
+            })
         })
-    });
+    };
     let out = ArrayD::from_shape_vec(IxDyn(&[sh[0], c, win.ho, win.wo]), y).expect("sizes agree");
     let keep = is_recording(&[x, gamma, beta]);
     let (mean, inv_std, argmax) = if keep { (mean, inv_std, arg) } else { Default::default() };

@@ -20,18 +20,24 @@ pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize) -> Tensor {
     let win = Window::new(sh, kernel, stride);
     let plane = sh[2] * sh[3];
     let src = x.data();
-    let (y, arg) = pool_planes(sh[0] * sh[1], &win, src.len() >= PAR_MIN, |p, dst, args| {
-        win.pool_plane(&src[p * plane..(p + 1) * plane], dst, args)
-    });
+    // SAFETY: `pool_plane` writes every output and winner of its plane.
+    let (y, arg) = unsafe {
+        pool_planes(sh[0] * sh[1], &win, src.len() >= PAR_MIN, |p, dst, args| {
+            win.pool_plane(&src[p * plane..(p + 1) * plane], dst, args)
+        })
+    };
     let out = ArrayD::from_shape_vec(IxDyn(&[sh[0], sh[1], win.ho, win.wo]), y).expect("sizes agree");
     let argmax = if is_recording(&[x]) { arg } else { Vec::new() };
     Tensor::from_op(out, Op::MaxPool2d { x: x.clone(), argmax })
 }
 
 /// The pooled values and winners of `planes` planes, `ho·wo` each, from
-/// `fill(p, dst, args)`, which must write all of plane `p`'s `dst` and
-/// `args`; planes in parallel when `parallel`.
-pub(crate) fn pool_planes(
+/// `fill(p, dst, args)` for every plane `p`; planes in parallel when
+/// `parallel`.
+///
+/// # Safety
+/// `fill` must write every element of the `dst` and `args` it is handed.
+pub(crate) unsafe fn pool_planes(
     planes: usize,
     win: &Window,
     parallel: bool,
@@ -40,7 +46,7 @@ pub(crate) fn pool_planes(
     let out = win.ho * win.wo; // ≥ 1: a plane holds at least one window
     let mut arg = Vec::new();
     // SAFETY: the chunks of `out` values cover both buffers, one per plane,
-    // and `fill`'s contract is to write all of each.
+    // and the caller's `fill` writes all of each.
     let y = unsafe {
         fresh(planes * out, |y| {
             arg = fresh(planes * out, |arg| {
