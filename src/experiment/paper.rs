@@ -52,28 +52,29 @@ pub fn cifar_against_paper(results: &CifarResults) -> String {
          parameters, ours and the paper's.\n\n| r2 | r1 | params, ours | params, paper | head | ours | paper | ours − paper \
          |\n|---|---|---|---|---|---|---|---|\n",
     );
-    let row =
-        |s: &mut String, cell: (&str, &str, String), head: HeadKind, ours: Option<&[f64]>, paper: String, p: f64| {
-            let (r2, r1, params) = cell;
-            let (ours, diff) = match ours.filter(|v| !v.is_empty()) {
-                Some(v) => (format!("{} (n={})", fmt_mean_std(v, 2), v.len()), format!("{:+.2}", mean_std(v).0 - p)),
-                None => ("–".into(), "–".into()),
-            };
-            let _ = writeln!(s, "| {r2} | {r1} | {params} | {} | {ours} | {paper} | {diff} |", head.label());
+    // `cell`: r2, r1, our params and the paper's.
+    let row = |s: &mut String, cell: [&str; 4], head: HeadKind, ours: Option<&[f64]>, paper: String, p: f64| {
+        let [r2, r1, params, paper_params] = cell;
+        let (ours, diff) = match ours.filter(|v| !v.is_empty()) {
+            Some(v) => (format!("{} (n={})", fmt_mean_std(v, 2), v.len()), format!("{:+.2}", mean_std(v).0 - p)),
+            None => ("–".into(), "–".into()),
         };
+        let _ =
+            writeln!(s, "| {r2} | {r1} | {params} | {paper_params} | {} | {ours} | {paper} | {diff} |", head.label());
+    };
     for (k, head) in HEADS.iter().enumerate() {
         let ours = results.heads.get(&head.id()).map(|h| h.unpruned_test_acc.as_slice());
         let (m, sd) = UNPRUNED[k];
-        row(&mut s, ("–", "–", "unpruned | unpruned".into()), *head, ours, format!("{m:.2} ± {sd:.2}"), m);
+        row(&mut s, ["–", "–", "unpruned", "unpruned"], *head, ours, format!("{m:.2} ± {sd:.2}"), m);
     }
     for (r2, r1, paper_params, accs) in PRUNED {
         for (k, head) in HEADS.iter().enumerate() {
             let point = results.heads.get(&head.id()).and_then(|h| h.pruned.iter().find(|p| p.r2 == r2 && p.r1 == r1));
-            let params = point.map_or(format!("– | {paper_params}"), |p| format!("{} | {paper_params}", p.params));
-            let (r2s, r1s) = (r2.to_string(), r1.to_string());
+            let params = point.map_or("–".to_string(), |p| p.params.to_string());
+            let (r2s, r1s, paper_params) = (r2.to_string(), r1.to_string(), paper_params.to_string());
             row(
                 &mut s,
-                (&r2s, &r1s, params),
+                [&r2s, &r1s, &params, &paper_params],
                 *head,
                 point.map(|p| p.test_acc.as_slice()),
                 format!("{:.2}", accs[k]),
