@@ -102,9 +102,15 @@ thread_local! {
 pub fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     SCRATCH.with(|cell| {
         let mut buf = cell.borrow_mut();
-        if buf.len() < len {
-            buf.resize(len, 0.0);
-        }
-        f(&mut buf[..len])
+        f(front(&mut buf, len))
     })
+}
+
+/// The first `len` floats of a reused buffer, grown if it is shorter
+/// (contents unspecified: whatever its last user left).
+pub(crate) fn front(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    if buf.len() < len {
+        buf.resize(len, 0.0);
+    }
+    &mut buf[..len]
 }

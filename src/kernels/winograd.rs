@@ -51,7 +51,7 @@ use std::cell::RefCell;
 use rayon::prelude::*;
 
 use crate::kernels::gemm::{MatRef, PackedB, gemm, gemm_packed};
-use crate::kernels::{transpose_into, with_scratch};
+use crate::kernels::{front, transpose_into, with_scratch};
 
 /// Points of the transform domain (4 × 4).
 const XI: usize = 16;
@@ -242,15 +242,6 @@ fn with_buffers<R>(f: impl FnOnce(&mut Buffers) -> R) -> R {
     })
 }
 
-/// The first `len` floats of `buf`, grown if it is shorter (contents
-/// unspecified: whatever the last pass left).
-fn first(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
-    if buf.len() < len {
-        buf.resize(len, 0.0);
-    }
-    &mut buf[..len]
-}
-
 /// The chunks of `data` (images of `per_image` floats, each cut into tile
 /// rows of `per_row` floats, the last perhaps shorter) that belong to tile
 /// rows `[r0, r1)`, each with its tile-row index.
@@ -283,14 +274,14 @@ pub fn conv3x3(x: &[f32], n: usize, t: &Tiling, filters: &Filters, bias: Option<
     let p = t.hout * t.wout;
     let mut out = vec![0.0f32; n * cout * p];
     with_buffers(|b| {
-        let x_last = first(&mut b.x, x.len());
+        let x_last = front(&mut b.x, x.len());
         transpose_images(x, cin, t.h * t.w, x_last);
-        let y = first(&mut b.y, n * p * cout); // [n, hout, wout, cout]
+        let y = front(&mut b.y, n * p * cout); // [n, hout, wout, cout]
         for block in blocks(n, t, tiles_per_block(cin, cout)) {
             let big_t = (block.1 - block.0) * t.tw;
             let v = transform_inputs(x_last, cin, t, block, &mut b.v);
             // M[ξ] = V[ξ] · U[ξ]ᵀ, `T × cout`, laid out [ξ][T][cout].
-            let m = first(&mut b.m, XI * big_t * cout);
+            let m = front(&mut b.m, XI * big_t * cout);
             m.par_chunks_mut(big_t * cout).enumerate().for_each(|(xi, m_xi)| {
                 gemm_packed(1.0, at_point(v, xi, cin, big_t), &filters.packed[xi], 0.0, m_xi, cout);
             });
@@ -312,16 +303,16 @@ pub fn conv3x3_filter_grad(x: &[f32], g: &[f32], n: usize, cin: usize, cout: usi
     assert_eq!(g.len(), n * cout * p, "winograd: output gradient is not [{n}, {cout}, {}, {}]", t.hout, t.wout);
     let mut dw = vec![0.0f32; cout * cin * 9];
     with_buffers(|b| {
-        let x_last = first(&mut b.x, x.len());
+        let x_last = front(&mut b.x, x.len());
         transpose_images(x, cin, t.h * t.w, x_last);
-        let g_last = first(&mut b.y, g.len());
+        let g_last = front(&mut b.y, g.len());
         transpose_images(g, cout, p, g_last);
-        let du = first(&mut b.du, XI * cout * cin);
+        let du = front(&mut b.du, XI * cout * cin);
         for block in blocks(n, t, tiles_per_block(cin, cout)) {
             let big_t = (block.1 - block.0) * t.tw;
             let v = transform_inputs(x_last, cin, t, block, &mut b.v);
             // dM = A dY Aᵀ per tile, laid out [T][ξ][cout].
-            let dm = first(&mut b.m, big_t * tile_len(cout));
+            let dm = front(&mut b.m, big_t * tile_len(cout));
             dm.par_chunks_mut(t.tw * tile_len(cout)).enumerate().for_each(|(k, dm_row)| {
                 let r = block.0 + k;
                 grad_row(&g_last[(r / t.th) * p * cout..][..p * cout], t, cout, r % t.th, dm_row);
@@ -371,7 +362,7 @@ fn transform_inputs<'a>(
     buf: &'a mut Vec<f32>,
 ) -> &'a [f32] {
     let hw = t.h * t.w;
-    let v = first(buf, (r1 - r0) * t.tw * tile_len(cin));
+    let v = front(buf, (r1 - r0) * t.tw * tile_len(cin));
     v.par_chunks_mut(t.tw * tile_len(cin)).enumerate().for_each(|(k, v_row)| {
         let r = r0 + k;
         input_row(&x[(r / t.th) * hw * cin..][..hw * cin], t, cin, r % t.th, v_row);

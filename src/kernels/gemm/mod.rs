@@ -34,6 +34,7 @@ mod avx512;
 
 use std::cell::RefCell;
 
+use crate::kernels::front;
 use crate::kernels::maxplus::Isa;
 use crate::runtime::cache;
 
@@ -295,12 +296,9 @@ fn drive(kernel: Kernel, alpha: f32, a: MatRef<'_>, b: B<'_>, beta: f32, c: &mut
                 let (panels, panel_len) = match &b {
                     B::Packed(b) => (&b.data[(j0 / nr) * b.k * nr + p0 * nr..], b.k * nr),
                     B::ToPack(b) => {
-                        let len = (j1 - j0).div_ceil(nr) * (p1 - p0) * nr;
-                        if buf.len() < len {
-                            buf.resize(len, 0.0);
-                        }
-                        pack(*b, p0, p1, j0, j1, nr, &mut buf[..len]);
-                        (&buf[..len], (p1 - p0) * nr)
+                        let panels = front(buf, (j1 - j0).div_ceil(nr) * (p1 - p0) * nr);
+                        pack(*b, p0, p1, j0, j1, nr, panels);
+                        (&*panels, (p1 - p0) * nr)
                     }
                 };
                 // The first block of k applies beta; later ones add to it.
