@@ -183,9 +183,9 @@ fn input_grads<'a>(op: &'a Op, out: &Tensor, g: &Grad) -> Vec<(&'a Tensor, Grad)
             let [gx, gg, gb] = norm::batch_norm_backward(x, gamma, mean, inv_std, *train, g);
             vec![(x, gx), (gamma, gg), (beta, gb)]
         }
-        Op::BnReluPool { x, gamma, beta, mean, inv_std, argmax, train } => {
+        Op::BnReluPool { x, gamma, beta, mean, inv_std, argmax, window, train } => {
             let [gx, gg, gb] =
-                bn_relu_pool::bn_relu_pool_backward(x, gamma, mean, inv_std, *train, argmax, out.value(), g);
+                bn_relu_pool::bn_relu_pool_backward(x, gamma, mean, inv_std, *train, argmax, window, out.value(), g);
             vec![(x, gx), (gamma, gg), (beta, gb)]
         }
         Op::Dropout { x, mask } => vec![(x, dropout::dropout_backward(mask, g))],

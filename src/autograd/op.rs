@@ -10,6 +10,7 @@
 use ndarray::ArrayD;
 
 use crate::ops::elementwise::Arith;
+use crate::ops::pool::Window;
 use crate::tensor::Tensor;
 
 /// An op that owns its saved state and its gradient rule (as candle's
@@ -70,8 +71,8 @@ pub enum Op {
         inv_std: Vec<f32>,
         train: bool,
     },
-    /// `max_pool2d(relu(batch_norm(x)))` in one op: BatchNorm's statistics
-    /// and the pool's winners.
+    /// `max_pool2d(relu(batch_norm(x)))` in one op: BatchNorm's statistics,
+    /// the pool's windows and their winners.
     BnReluPool {
         x: Tensor,
         gamma: Tensor,
@@ -79,6 +80,7 @@ pub enum Op {
         mean: Vec<f32>,
         inv_std: Vec<f32>,
         argmax: Vec<u32>,
+        window: Window,
         train: bool,
     },
     /// `mask` is `1/(1-p)` where kept, 0 where dropped.

@@ -40,6 +40,7 @@ pub mod im2col;
 pub(crate) mod line_buf;
 pub mod maxplus;
 pub mod moments;
+pub mod pool2x2;
 mod transpose;
 pub mod winograd;
 

@@ -66,7 +66,16 @@ pub fn bn_relu_pool(
     let (mean, inv_std, argmax) = if keep { (mean, inv_std, arg) } else { Default::default() };
     Tensor::from_op(
         out,
-        Op::BnReluPool { x: x.clone(), gamma: gamma.clone(), beta: beta.clone(), mean, inv_std, argmax, train },
+        Op::BnReluPool {
+            x: x.clone(),
+            gamma: gamma.clone(),
+            beta: beta.clone(),
+            mean,
+            inv_std,
+            argmax,
+            window: win,
+            train,
+        },
     )
 }
 
@@ -80,6 +89,7 @@ pub(crate) fn bn_relu_pool_backward(
     inv_std: &[f32],
     train: bool,
     argmax: &[u32],
+    win: &Window,
     out: &ArrayD<f32>,
     g: &ArrayD<f32>,
 ) -> [ArrayD<f32>; 3] {
@@ -91,12 +101,7 @@ pub(crate) fn bn_relu_pool_backward(
     // Plane `p`'s gradient with respect to the ReLU's input, into `buf`.
     let dense = |p: usize, buf: &mut [f32]| {
         let r = p * pooled..(p + 1) * pooled;
-        buf.fill(0.0);
-        for ((&gv, &ov), &a) in gd[r.clone()].iter().zip(&od[r.clone()]).zip(&argmax[r]) {
-            if ov > 0.0 {
-                buf[a as usize] += gv;
-            }
-        }
+        win.relu_grad_plane(&gd[r.clone()], &od[r.clone()], &argmax[r], buf);
     };
     let sums = channel_sums_with(n, c, parallel, |ch, i| {
         let p = i * c + ch;

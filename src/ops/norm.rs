@@ -182,23 +182,33 @@ pub(crate) fn batch_norm_backward(
 }
 
 /// `Σ over samples i of plane(ch, i)` for every channel, samples added in
-/// order; channels in parallel when `parallel`.
+/// order. The planes are visited in memory order (sample by sample, in
+/// parallel when `parallel`) and their results kept, then added up per
+/// channel: visiting channel by channel would jump `C` planes ahead at every
+/// step, and small planes would each cost a cache miss the prefetcher
+/// cannot hide.
 pub(crate) fn channel_sums_with(
     n: usize,
     c: usize,
     parallel: bool,
     plane: impl Fn(usize, usize) -> [f64; 2] + Sync,
 ) -> Vec<[f64; 2]> {
-    let one = |ch: usize| {
-        let mut acc = [0.0f64; 2];
-        for i in 0..n {
-            let r = plane(ch, i);
-            acc[0] += r[0];
-            acc[1] += r[1];
-        }
-        acc
+    let each = |p: usize| plane(p % c, p / c);
+    let planes: Vec<[f64; 2]> = if parallel {
+        (0..n * c).into_par_iter().with_min_len(c.max(1)).map(each).collect()
+    } else {
+        (0..n * c).map(each).collect()
     };
-    if parallel { (0..c).into_par_iter().map(one).collect() } else { (0..c).map(one).collect() }
+    (0..c)
+        .map(|ch| {
+            let mut acc = [0.0f64; 2];
+            for r in planes[ch..].iter().step_by(c.max(1)) {
+                acc[0] += r[0];
+                acc[1] += r[1];
+            }
+            acc
+        })
+        .collect()
 }
 
 /// BatchNorm's gradient, per channel, from the sums `[Σ g, Σ g·(x - mean)]`

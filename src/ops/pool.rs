@@ -11,7 +11,8 @@ use ndarray::{ArrayD, IxDyn};
 use rayon::prelude::*;
 
 use crate::autograd::{Op, is_recording};
-use crate::kernels::{PAR_MIN, fresh, simd_dispatch};
+use crate::kernels::pool2x2::{self, beats};
+use crate::kernels::{PAR_MIN, fresh};
 use crate::tensor::Tensor;
 
 /// Max over `kernel × kernel` windows taken every `stride` pixels of `x [N, C, H, W]`.
@@ -66,10 +67,11 @@ pub(crate) unsafe fn pool_planes(
 
 /// The pooling windows of one `[H, W]` plane: `kernel × kernel` every
 /// `stride` pixels, `ho × wo` of them (floor mode).
-#[derive(Clone, Copy)]
-pub(crate) struct Window {
+#[derive(Clone, Copy, Debug)]
+pub struct Window {
     kernel: usize,
     stride: usize,
+    h: usize,
     w: usize,
     pub ho: usize,
     pub wo: usize,
@@ -84,26 +86,38 @@ impl Window {
             "max_pool2d(kernel {kernel}, stride {stride}) of input {sh:?} (expects [N, C, H, W] with H, W >= kernel)"
         );
         let (h, w) = (sh[2], sh[3]);
-        Window { kernel, stride, w, ho: (h - kernel) / stride + 1, wo: (w - kernel) / stride + 1 }
+        Window { kernel, stride, h, w, ho: (h - kernel) / stride + 1, wo: (w - kernel) / stride + 1 }
     }
 
     /// Every window's maximum of `src` (one plane) into `dst`, and its flat
     /// index within the plane into `args`; writes all `ho·wo` of both.
     pub(crate) fn pool_plane(&self, src: &[f32], dst: &mut [MaybeUninit<f32>], args: &mut [MaybeUninit<u32>]) {
-        let Window { kernel, stride, w, ho, wo } = *self;
+        let Window { kernel, stride, w, ho, wo, .. } = *self;
         if kernel == 2 && stride == 2 {
-            pool_2x2(src, w, ho, wo, dst, args)
+            pool2x2::pool(src, w, ho, wo, dst, args)
         } else {
             pool_any(src, w, kernel, stride, ho, wo, dst, args)
         }
     }
-}
 
-/// Does `v` take over from the running maximum `best`? Strictly greater, or
-/// the first NaN.
-#[inline(always)]
-fn beats(v: f32, best: f32) -> bool {
-    (v > best) | (v.is_nan() & !best.is_nan())
+    /// The gradient of one plane with respect to the input of a ReLU whose
+    /// output was pooled into `out` with winners `args`: each window's
+    /// gradient `g` on its winner where the pooled value is positive, 0
+    /// elsewhere, summed where windows overlap — what the pool's scatter into
+    /// a zero-filled plane and ReLU's mask give. Writes all of `dx` (`H·W`).
+    pub(crate) fn relu_grad_plane(&self, g: &[f32], out: &[f32], args: &[u32], dx: &mut [f32]) {
+        let Window { kernel, stride, h, w, ho, wo } = *self;
+        if kernel == 2 && stride == 2 {
+            pool2x2::unpool_relu(g, out, args, w, h, ho, wo, dx)
+        } else {
+            dx.fill(0.0);
+            for ((&gv, &ov), &a) in g.iter().zip(out).zip(args) {
+                if ov > 0.0 {
+                    dx[a as usize] += gv;
+                }
+            }
+        }
+    }
 }
 
 /// Any window size: windows scanned row-major.
@@ -133,45 +147,6 @@ fn pool_any(
             }
             dst[oh * wo + ow].write(best);
             args[oh * wo + ow].write(at as u32);
-        }
-    }
-}
-
-simd_dispatch! {
-    /// The network's 2×2 / stride 2 case: the four candidates of a window
-    /// compared in row-major order with selects, no branches. (The compiler
-    /// keeps this loop scalar: the candidates are two apart in memory.)
-    fn pool_2x2(src: &[f32], w: usize, ho: usize, wo: usize, dst: &mut [MaybeUninit<f32>], args: &mut [MaybeUninit<u32>]) => pool_2x2_generic
-}
-
-#[inline(always)]
-fn pool_2x2_generic(
-    src: &[f32],
-    w: usize,
-    ho: usize,
-    wo: usize,
-    dst: &mut [MaybeUninit<f32>],
-    args: &mut [MaybeUninit<u32>],
-) {
-    for oh in 0..ho {
-        let (top, bottom) = (&src[2 * oh * w..][..2 * wo], &src[(2 * oh + 1) * w..][..2 * wo]);
-        let (d, a) = (&mut dst[oh * wo..][..wo], &mut args[oh * wo..][..wo]);
-        let base = (2 * oh * w) as u32;
-        for ow in 0..wo {
-            let (c0, c1, c2, c3) = (top[2 * ow], top[2 * ow + 1], bottom[2 * ow], bottom[2 * ow + 1]);
-            let col = base + 2 * ow as u32;
-            let (mut best, mut at) = (c0, col);
-            let t = beats(c1, best);
-            best = if t { c1 } else { best };
-            at = if t { col + 1 } else { at };
-            let t = beats(c2, best);
-            best = if t { c2 } else { best };
-            at = if t { col + w as u32 } else { at };
-            let t = beats(c3, best);
-            best = if t { c3 } else { best };
-            at = if t { col + w as u32 + 1 } else { at };
-            d[ow].write(best);
-            a[ow].write(at);
         }
     }
 }
