@@ -34,8 +34,8 @@ mod avx512;
 
 use std::cell::RefCell;
 
-use crate::kernels::front;
 use crate::kernels::maxplus::Isa;
+use crate::kernels::{front, transpose_block_into};
 use crate::runtime::cache;
 
 /// A read-only strided view of a row-major buffer: element `(i, j)` lives at
@@ -216,8 +216,15 @@ fn pack(b: MatRef<'_>, p0: usize, p1: usize, j0: usize, j1: usize, nr: usize, ou
                 row[..cols].copy_from_slice(&b.data[p * b.rs + panel..][..cols]);
                 row[cols..].fill(0.0);
             }
+        } else if b.rs == 1 {
+            // A transposed B: the panel is the transpose of a block of
+            // `cols` rows of the stored matrix, done in register tiles.
+            if cols < nr {
+                dst.fill(0.0);
+            }
+            transpose_block_into(&b.data[panel * b.cs + p0..], cols, kc, b.cs, dst, nr);
         } else {
-            // A transposed B: read each of its columns along memory.
+            // Neither stride 1: element by element, each column along memory.
             dst.fill(0.0);
             for j in 0..cols {
                 let col = &b.data[(panel + j) * b.cs..];
@@ -372,13 +379,14 @@ mod tests {
     #[test]
     fn every_kernel_multiplies_like_the_naive_loop() {
         // Edges of every tile and block: sizes below, at and above MR, NR,
-        // KC (up to 512) and NC; transposed and strided views; alpha, beta.
+        // KC (up to 512) and NC; transposed and strided views (B either
+        // way round: its packing differs); alpha, beta.
         let shapes = [(1, 1, 1), (3, 5, 4), (7, 9, 33), (13, 600, 70), (65, 130, 17), (9, 1030, 40), (17, 70, 1100)];
-        for kernel in Kernel::available() {
+        for (kernel, b_transposed) in Kernel::available().into_iter().flat_map(|k| [(k, false), (k, true)]) {
             for (m, k, n) in shapes {
                 let (a, b) = (values(m * k, 1), values(k * n, 2));
                 let am = MatRef::new(&a, k, m).t(); // m × k, column-major
-                let bm = MatRef::new(&b, k, n);
+                let bm = if b_transposed { MatRef::new(&b, n, k).t() } else { MatRef::new(&b, k, n) };
                 let want = naive(am, bm);
                 let old = values(m * n, 3);
                 let mut c = old.clone();
