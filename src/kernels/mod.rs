@@ -54,6 +54,15 @@ use rayon::prelude::*;
 /// handing it to rayon costs more than the work.
 pub const PAR_MIN: usize = 1 << 15;
 
+/// Planes of `len` floats that one call (and one task) takes at a time when
+/// a kernel walks a stack of planes: enough that small planes (the deep
+/// layers' 4×4 and 2×2) are worth the call, few enough that a run of 16 KiB
+/// stays in L1. Depends on the shape only, so results never depend on the
+/// thread count.
+pub fn planes_per_run(len: usize) -> usize {
+    (4096 / len.max(1)).max(1)
+}
+
 /// Elements per rayon task in elementwise loops (fixed, so results never
 /// depend on the thread count).
 const PAR_CHUNK: usize = 1 << 14;

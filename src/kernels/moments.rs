@@ -13,8 +13,14 @@
 //! (scalar loads and shuffles around each f64 add), so the AVX2 and
 //! AVX-512 versions are written out; they do the same operations in the
 //! same order as the portable loop, so all give the same bits.
+//!
+//! [`per_channel`] applies such a plane kernel to every plane of an
+//! `[N, C, …]` tensor and adds each channel's results in image order.
+
+use rayon::prelude::*;
 
 use super::maxplus::Isa;
+use super::planes_per_run;
 
 /// Partial sums per lane.
 const LANES: usize = 8;
@@ -68,6 +74,43 @@ fn lanes(g: &[f32], x: &[f32], mean: f32) -> [[f64; LANES]; 2] {
         }
     }
     [s, p]
+}
+
+/// `Σ over samples i of plane(ch, i)` for every channel of an `[n, c, …]`
+/// stack of planes `len` floats each, samples added in order.
+/// `sums(first, out)` computes `out[j] = plane(first + j)` (flat plane index
+/// `i·c + ch`) for a run of [`planes_per_run`] consecutive planes, runs in
+/// parallel when `parallel`. The planes are visited in memory order and
+/// their results kept, then added up per channel: visiting channel by
+/// channel would jump `c` planes ahead at every step, and small planes would
+/// each cost a cache miss the prefetcher cannot hide.
+pub fn per_channel(
+    n: usize,
+    c: usize,
+    len: usize,
+    parallel: bool,
+    sums: impl Fn(usize, &mut [[f64; 2]]) + Sync,
+) -> Vec<[f64; 2]> {
+    if len == 0 {
+        return vec![[0.0; 2]; c];
+    }
+    let mut planes = vec![[0.0f64; 2]; n * c];
+    let run = planes_per_run(len);
+    if parallel {
+        planes.par_chunks_mut(run).enumerate().for_each(|(r, out)| sums(r * run, out));
+    } else {
+        planes.chunks_mut(run).enumerate().for_each(|(r, out)| sums(r * run, out));
+    }
+    (0..c)
+        .map(|ch| {
+            let mut acc = [0.0f64; 2];
+            for r in planes[ch..].iter().step_by(c.max(1)) {
+                acc[0] += r[0];
+                acc[1] += r[1];
+            }
+            acc
+        })
+        .collect()
 }
 
 /// The lanes added pairwise, in a fixed order.

@@ -39,35 +39,43 @@ fn window(c: [f32; 4], at: u32, w: u32) -> (f32, u32) {
     best
 }
 
-/// The maxima of the `ho × wo` windows of plane `src` (`w` wide) into
-/// `dst` and their flat indices within the plane into `args`; writes every
-/// element of both (each `ho·wo` long).
-pub fn pool(src: &[f32], w: usize, ho: usize, wo: usize, dst: &mut [MaybeUninit<f32>], args: &mut [MaybeUninit<u32>]) {
-    pool_isa(Isa::detect(), src, w, ho, wo, dst, args)
+/// Vector kernels take rows of at least this many windows; narrower rows
+/// (the deep layers' 2×2 and 4×4 planes) cost less one window at a time
+/// than in a mostly masked-off vector.
+const MIN_VECTOR_WINDOWS: usize = 4;
+
+/// The maxima of the `(h/2) × (w/2)` windows of every `h × w` plane in
+/// `src` (a stack of whole planes) into `dst` and their flat indices within
+/// their plane into `args`; writes every element of both. A last odd row
+/// or column of a plane belongs to no window (floor mode).
+pub fn pool(src: &[f32], h: usize, w: usize, dst: &mut [MaybeUninit<f32>], args: &mut [MaybeUninit<u32>]) {
+    pool_isa(Isa::detect(), src, h, w, dst, args)
 }
 
 /// [`pool`] with the kernel of `isa` (which the CPU must have).
 pub fn pool_isa(
     isa: Isa,
     src: &[f32],
+    h: usize,
     w: usize,
-    ho: usize,
-    wo: usize,
     dst: &mut [MaybeUninit<f32>],
     args: &mut [MaybeUninit<u32>],
 ) {
+    let (ho, wo) = (h / 2, w / 2);
+    let planes = src.len() / (h * w).max(1);
     assert!(
-        2 * wo <= w
-            && src.len() >= (2 * ho).saturating_sub(1) * w + 2 * wo
-            && dst.len() >= ho * wo
-            && args.len() >= ho * wo,
-        "pool 2x2: a plane of {} floats, {w} wide, holds no {ho}x{wo} windows (or the outputs are short)",
-        src.len()
+        ho * wo > 0 && src.len() == planes * h * w && dst.len() == planes * ho * wo && args.len() == dst.len(),
+        "pool 2x2: {} floats are no stack of {h}x{w} planes with windows, or {} outputs and {} winners do not fit it",
+        src.len(),
+        dst.len(),
+        args.len()
     );
     assert!(isa.is_available(), "pool 2x2: this CPU has no {isa:?}");
-    for oh in 0..ho {
-        let rows = &src[2 * oh * w..];
-        let (d, a) = (&mut dst[oh * wo..][..wo], &mut args[oh * wo..][..wo]);
+    let isa = if wo < MIN_VECTOR_WINDOWS { Isa::Scalar } else { isa };
+    for q in 0..planes * ho {
+        let (plane, oh) = (q / ho, q % ho);
+        let rows = &src[plane * h * w + 2 * oh * w..];
+        let (d, a) = (&mut dst[q * wo..][..wo], &mut args[q * wo..][..wo]);
         let base = (2 * oh * w) as u32;
         // Windows the vector kernels did; the rest go one at a time.
         let done = match isa {
@@ -94,79 +102,71 @@ pub fn pool_isa(
     }
 }
 
-/// The gradient of a plane `w` wide and `h` high with respect to the input
-/// of [`pool`] followed by a ReLU-gated output: window `k`'s gradient `g[k]`
-/// on its winner `args[k]` where `out[k] > 0`, zero everywhere else
-/// (including rows and columns no window covers). Written into `dx` (the
-/// whole plane, `h·w`), the same floats as adding each gradient to a
-/// zero-filled plane.
-#[allow(clippy::too_many_arguments)]
-pub fn unpool_relu(g: &[f32], out: &[f32], args: &[u32], w: usize, h: usize, ho: usize, wo: usize, dx: &mut [f32]) {
-    unpool_relu_isa(Isa::detect(), g, out, args, w, h, ho, wo, dx)
+/// The gradient, with respect to the input of [`pool`], of a ReLU-gated
+/// pooled stack: window `k`'s gradient `g[k]` on its winner `args[k]` where
+/// its pooled value `out[k] > 0`, zero everywhere else (rows and columns no
+/// window covers included). Written into `dx`, a stack of whole `h × w`
+/// planes; the same floats as adding each gradient to a zero-filled stack.
+pub fn unpool_relu(g: &[f32], out: &[f32], args: &[u32], h: usize, w: usize, dx: &mut [f32]) {
+    unpool_relu_isa(Isa::detect(), g, out, args, h, w, dx)
 }
 
 /// [`unpool_relu`] with the kernel of `isa` (which the CPU must have).
-#[allow(clippy::too_many_arguments)]
-pub fn unpool_relu_isa(
-    isa: Isa,
-    g: &[f32],
-    out: &[f32],
-    args: &[u32],
-    w: usize,
-    h: usize,
-    ho: usize,
-    wo: usize,
-    dx: &mut [f32],
-) {
-    let windows = ho * wo;
+pub fn unpool_relu_isa(isa: Isa, g: &[f32], out: &[f32], args: &[u32], h: usize, w: usize, dx: &mut [f32]) {
+    let (ho, wo) = (h / 2, w / 2);
+    let planes = dx.len() / (h * w).max(1);
+    let windows = planes * ho * wo;
     assert!(
-        2 * wo <= w
-            && 2 * ho <= h
-            && dx.len() == h * w
-            && g.len() >= windows
-            && out.len() >= windows
-            && args.len() >= windows,
-        "unpool 2x2: {ho}x{wo} windows of a {h}x{w} plane, with {} gradients, {} outputs, {} winners and {} floats out",
+        ho * wo > 0
+            && dx.len() == planes * h * w
+            && g.len() == windows
+            && out.len() == windows
+            && args.len() == windows,
+        "unpool 2x2: {} floats out are no stack of {h}x{w} planes with windows, or {} gradients, {} outputs and {} \
+         winners do not fit it",
+        dx.len(),
         g.len(),
         out.len(),
-        args.len(),
-        dx.len()
+        args.len()
     );
     assert!(isa.is_available(), "unpool 2x2: this CPU has no {isa:?}");
-    for oh in 0..ho {
-        let r = oh * wo..(oh + 1) * wo;
-        let (gr, or, ar) = (&g[r.clone()], &out[r.clone()], &args[r]);
-        let rows = &mut dx[2 * oh * w..(2 * oh + 2) * w];
-        let base = (2 * oh * w) as u32;
-        let done = match isa {
-            Isa::Scalar => 0,
-            // SAFETY: the CPU has the feature (asserted); the row slices
-            // hold `wo` windows and `rows` their two rows.
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => unsafe {
-                x86::unpool_row_avx2(gr.as_ptr(), or.as_ptr(), ar.as_ptr(), w, wo, base, rows.as_mut_ptr())
-            },
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => unsafe {
-                x86::unpool_row_avx512(gr.as_ptr(), or.as_ptr(), ar.as_ptr(), w, wo, base, rows.as_mut_ptr())
-            },
-            #[cfg(not(target_arch = "x86_64"))]
-            _ => 0,
-        };
-        for ow in done..wo {
-            // `0.0 + g` as the zero-filled plane's addition gives (−0 becomes +0).
-            let v = if or[ow] > 0.0 { 0.0 + gr[ow] } else { 0.0 };
-            let at = base + 2 * ow as u32;
-            for (k, i) in [at, at + 1, at + w as u32, at + w as u32 + 1].into_iter().enumerate() {
-                rows[(k / 2) * w + 2 * ow + k % 2] = if ar[ow] == i { v } else { 0.0 };
+    let isa = if wo < MIN_VECTOR_WINDOWS { Isa::Scalar } else { isa };
+    for (plane, dxp) in dx.chunks_exact_mut(h * w).enumerate() {
+        for oh in 0..ho {
+            let r = (plane * ho + oh) * wo..(plane * ho + oh + 1) * wo;
+            let (gr, or, ar) = (&g[r.clone()], &out[r.clone()], &args[r]);
+            let rows = &mut dxp[2 * oh * w..(2 * oh + 2) * w];
+            let base = (2 * oh * w) as u32;
+            let done = match isa {
+                Isa::Scalar => 0,
+                // SAFETY: the CPU has the feature (asserted); the row slices
+                // hold `wo` windows and `rows` their two rows.
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx2 => unsafe {
+                    x86::unpool_row_avx2(gr.as_ptr(), or.as_ptr(), ar.as_ptr(), w, wo, base, rows.as_mut_ptr())
+                },
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx512 => unsafe {
+                    x86::unpool_row_avx512(gr.as_ptr(), or.as_ptr(), ar.as_ptr(), w, wo, base, rows.as_mut_ptr())
+                },
+                #[cfg(not(target_arch = "x86_64"))]
+                _ => 0,
+            };
+            for ow in done..wo {
+                // `0.0 + g` as the zero-filled plane's addition gives (−0 becomes +0).
+                let v = if or[ow] > 0.0 { 0.0 + gr[ow] } else { 0.0 };
+                let at = base + 2 * ow as u32;
+                for (k, i) in [at, at + 1, at + w as u32, at + w as u32 + 1].into_iter().enumerate() {
+                    rows[(k / 2) * w + 2 * ow + k % 2] = if ar[ow] == i { v } else { 0.0 };
+                }
             }
+            // An odd width leaves each row's last column to no window.
+            rows[2 * wo..w].fill(0.0);
+            rows[w + 2 * wo..].fill(0.0);
         }
-        // An odd width leaves each row's last column to no window.
-        rows[2 * wo..w].fill(0.0);
-        rows[w + 2 * wo..].fill(0.0);
+        // An odd height leaves the last row to no window.
+        dxp[2 * ho * w..].fill(0.0);
     }
-    // An odd height leaves the last row to no window.
-    dx[2 * ho * w..].fill(0.0);
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -414,10 +414,11 @@ mod x86 {
 mod tests {
     use super::*;
 
-    /// A plane of small integers (many ties), with NaNs where `nan` says.
-    fn plane(h: usize, w: usize, seed: u32, nan: impl Fn(usize) -> bool) -> Vec<f32> {
+    /// A stack of `PLANES` planes of small integers (many ties), with NaNs
+    /// where `nan` says.
+    fn stack(h: usize, w: usize, seed: u32, nan: impl Fn(usize) -> bool) -> Vec<f32> {
         let mut s = seed.wrapping_mul(2654435761) | 1;
-        (0..h * w)
+        (0..PLANES * h * w)
             .map(|i| {
                 s ^= s << 13;
                 s ^= s >> 17;
@@ -427,31 +428,37 @@ mod tests {
             .collect()
     }
 
+    const PLANES: usize = 3;
     const SIZES: [usize; 10] = [2, 3, 4, 5, 15, 16, 17, 32, 33, 70];
+
+    /// Pooled values and winners of a stack by `isa`.
+    fn pooled(isa: Isa, src: &[f32], h: usize, w: usize) -> (Vec<f32>, Vec<u32>) {
+        let len = PLANES * (h / 2) * (w / 2);
+        let (mut d, mut a) = (vec![MaybeUninit::uninit(); len], vec![MaybeUninit::uninit(); len]);
+        pool_isa(isa, src, h, w, &mut d, &mut a);
+        // SAFETY: `pool_isa` writes every element.
+        d.iter().zip(&a).map(|(v, i)| unsafe { (v.assume_init(), i.assume_init()) }).unzip()
+    }
 
     #[test]
     fn every_isa_picks_the_scalar_winners_bit_for_bit() {
         for (h, w) in SIZES.iter().flat_map(|&h| SIZES.map(|w| (h, w))) {
             let (ho, wo) = (h / 2, w / 2);
             for seed in 0..3 {
-                let src = plane(h, w, seed, |i| seed == 2 && i % 11 == 3);
-                let run = |isa| {
-                    let (mut d, mut a) = (vec![MaybeUninit::uninit(); ho * wo], vec![MaybeUninit::uninit(); ho * wo]);
-                    pool_isa(isa, &src, w, ho, wo, &mut d, &mut a);
-                    // SAFETY: `pool_isa` writes every element.
-                    let bits: Vec<u32> = d.iter().map(|v| unsafe { v.assume_init() }.to_bits()).collect();
-                    (bits, a.iter().map(|v| unsafe { v.assume_init() }).collect::<Vec<u32>>())
-                };
-                let (want, want_at) = run(Isa::Scalar);
-                // The scalar winners are the first strict maximum (NaN first).
-                for k in 0..ho * wo {
-                    let (oh, ow) = (k / wo, k % wo);
+                let src = stack(h, w, seed, |i| seed == 2 && i % 11 == 3);
+                let bits = |(v, a): (Vec<f32>, Vec<u32>)| (v.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), a);
+                let (want, want_at) = bits(pooled(Isa::Scalar, &src, h, w));
+                // The scalar winners are the first strict maximum (NaN first),
+                // indexed within their own plane.
+                for k in 0..PLANES * ho * wo {
+                    let (plane, oh, ow) = (k / (ho * wo), k % (ho * wo) / wo, k % wo);
                     let at = want_at[k] as usize;
                     assert!(at / w / 2 == oh && at % w / 2 == ow, "winner {at} outside window ({oh}, {ow})");
-                    assert_eq!(src[at].to_bits(), want[k]);
+                    assert_eq!(src[plane * h * w + at].to_bits(), want[k]);
                 }
                 for isa in Isa::available() {
-                    assert_eq!(run(isa), (want.clone(), want_at.clone()), "{isa:?}, {h}x{w}, seed {seed}");
+                    let got = bits(pooled(isa, &src, h, w));
+                    assert_eq!(got, (want.clone(), want_at.clone()), "{isa:?}, {h}x{w}, seed {seed}");
                 }
             }
         }
@@ -460,25 +467,20 @@ mod tests {
     #[test]
     fn the_gradient_lands_on_the_winners_as_a_scatter_into_zeros_would() {
         for (h, w) in SIZES.iter().flat_map(|&h| SIZES.map(|w| (h, w))) {
-            let (ho, wo) = (h / 2, w / 2);
-            let src = plane(h, w, 7, |_| false);
-            let (mut d, mut a) = (vec![MaybeUninit::uninit(); ho * wo], vec![MaybeUninit::uninit(); ho * wo]);
-            pool_isa(Isa::Scalar, &src, w, ho, wo, &mut d, &mut a);
-            // SAFETY: `pool_isa` writes every element.
-            let (out, args): (Vec<f32>, Vec<u32>) =
-                d.iter().zip(&a).map(|(v, i)| unsafe { (v.assume_init(), i.assume_init()) }).unzip();
+            let windows = PLANES * (h / 2) * (w / 2);
+            let (out, args) = pooled(Isa::Scalar, &stack(h, w, 7, |_| false), h, w);
             // Gradients with signed zeros among them.
-            let g: Vec<f32> = (0..ho * wo).map(|k| [1.5, -0.0, 0.0, -2.25][k % 4] * (k as f32 + 1.0)).collect();
-            let mut want = vec![0.0f32; h * w];
-            for k in 0..ho * wo {
+            let g: Vec<f32> = (0..windows).map(|k| [1.5, -0.0, 0.0, -2.25][k % 4] * (k as f32 + 1.0)).collect();
+            let mut want = vec![0.0f32; PLANES * h * w];
+            for k in 0..windows {
                 if out[k] > 0.0 {
-                    want[args[k] as usize] += g[k];
+                    want[k / (windows / PLANES) * h * w + args[k] as usize] += g[k];
                 }
             }
             let want: Vec<u32> = want.iter().map(|v| v.to_bits()).collect();
             for isa in Isa::available() {
-                let mut dx = vec![f32::NAN; h * w];
-                unpool_relu_isa(isa, &g, &out, &args, w, h, ho, wo, &mut dx);
+                let mut dx = vec![f32::NAN; PLANES * h * w];
+                unpool_relu_isa(isa, &g, &out, &args, h, w, &mut dx);
                 assert_eq!(dx.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), want, "{isa:?}, {h}x{w}");
             }
         }

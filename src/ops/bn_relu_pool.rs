@@ -25,10 +25,10 @@ use std::mem::MaybeUninit;
 use ndarray::{ArrayD, IxDyn};
 use rayon::prelude::*;
 
-use super::norm::{Affine, BatchNormStats, GradCoefs, channel_sums_with};
+use super::norm::{Affine, BatchNormStats, GradCoefs};
 use super::pool::{Window, pool_planes};
 use crate::autograd::{Op, is_recording};
-use crate::kernels::{PAR_MIN, fresh, moments, with_scratch};
+use crate::kernels::{PAR_MIN, fresh, moments, planes_per_run, with_scratch};
 use crate::ops::elementwise::relu_value;
 use crate::tensor::Tensor;
 
@@ -49,15 +49,20 @@ pub fn bn_relu_pool(
     let Affine { mean, inv_std, alpha, shift } = Affine::of(x, gamma, beta, stats, train);
     let (c, plane) = (sh[1], sh[2] * sh[3]);
     let src = x.data();
-    // SAFETY: `pool_plane` writes every output and winner of its plane.
+    // SAFETY: `pool_run` writes every output and winner of its planes.
     let (y, arg) = unsafe {
-        pool_planes(sh[0] * c, &win, src.len() >= PAR_MIN, |p, dst, args| {
-            let (a, b) = (alpha[p % c], shift[p % c]);
-            with_scratch(plane, |buf| {
-                for (o, &v) in buf.iter_mut().zip(&src[p * plane..(p + 1) * plane]) {
-                    *o = relu_value(v * a + b);
+        pool_planes(sh[0] * c, &win, src.len() >= PAR_MIN, |first, dst, args| {
+            let len = dst.len() / win.outputs() * plane;
+            with_scratch(len, |buf| {
+                for (j, (o, x)) in buf.chunks_exact_mut(plane).zip(src[first * plane..].chunks_exact(plane)).enumerate()
+                {
+                    let ch = (first + j) % c;
+                    let (a, b) = (alpha[ch], shift[ch]);
+                    for (o, &v) in o.iter_mut().zip(x) {
+                        *o = relu_value(v * a + b);
+                    }
                 }
-                win.pool_plane(buf, dst, args);
+                win.pool_run(buf, dst, args);
             })
         })
     };
@@ -98,34 +103,42 @@ pub(crate) fn bn_relu_pool_backward(
     let pooled = out.shape()[2] * out.shape()[3];
     let (xd, gd, od) = (x.data(), g.as_slice().expect("std"), out.as_slice().expect("std"));
     let parallel = xd.len() >= PAR_MIN;
-    // Plane `p`'s gradient with respect to the ReLU's input, into `buf`.
-    let dense = |p: usize, buf: &mut [f32]| {
-        let r = p * pooled..(p + 1) * pooled;
-        win.relu_grad_plane(&gd[r.clone()], &od[r.clone()], &argmax[r], buf);
+    // The gradient with respect to the ReLU's input of the `buf.len() / plane`
+    // planes from plane `first` on, into `buf`.
+    let dense = |first: usize, buf: &mut [f32]| {
+        let r = first * pooled..first * pooled + buf.len() / plane * pooled;
+        win.relu_grad_run(&gd[r.clone()], &od[r.clone()], &argmax[r], buf);
     };
-    let sums = channel_sums_with(n, c, parallel, |ch, i| {
-        let p = i * c + ch;
-        with_scratch(plane, |buf| {
-            dense(p, buf);
-            moments::grad_sums(buf, &xd[p * plane..(p + 1) * plane], mean[ch])
+    let sums = moments::per_channel(n, c, plane, parallel, |first, out| {
+        with_scratch(out.len() * plane, |buf| {
+            dense(first, buf);
+            for (j, (o, g)) in out.iter_mut().zip(buf.chunks_exact(plane)).enumerate() {
+                let p = first + j;
+                *o = moments::grad_sums(g, &xd[p * plane..(p + 1) * plane], mean[p % c]);
+            }
         })
     });
     let k = GradCoefs::new(&sums, gamma.data(), mean, inv_std, train, n * plane);
-    let body = |p: usize, dxp: &mut [MaybeUninit<f32>]| {
-        with_scratch(plane, |buf| {
-            dense(p, buf);
-            k.dx_plane(p % c, dxp, buf, &xd[p * plane..(p + 1) * plane]);
+    let run = planes_per_run(plane);
+    let body = |r: usize, dxr: &mut [MaybeUninit<f32>]| {
+        let first = r * run;
+        with_scratch(dxr.len(), |buf| {
+            dense(first, buf);
+            for (j, (d, g)) in dxr.chunks_exact_mut(plane).zip(buf.chunks_exact(plane)).enumerate() {
+                let p = first + j;
+                k.dx_plane(p % c, d, g, &xd[p * plane..(p + 1) * plane]);
+            }
         })
     };
-    // SAFETY: the chunks of `plane` values cover `dx` (as long as `x`), and
-    // `dx_plane` writes every value of its chunk.
+    // SAFETY: the chunks of `run` planes cover `dx` (as long as `x`), and
+    // `dx_plane` writes every value of each plane.
     let dx = unsafe {
         fresh(xd.len(), |dx| {
             if plane > 0 {
                 if parallel {
-                    dx.par_chunks_mut(plane).enumerate().for_each(|(p, d)| body(p, d));
+                    dx.par_chunks_mut(run * plane).enumerate().for_each(|(r, d)| body(r, d));
                 } else {
-                    dx.chunks_mut(plane).enumerate().for_each(|(p, d)| body(p, d));
+                    dx.chunks_mut(run * plane).enumerate().for_each(|(r, d)| body(r, d));
                 }
             }
         })

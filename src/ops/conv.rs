@@ -21,7 +21,7 @@ use crate::autograd::Op;
 use crate::kernels::gemm::{MatRef, gemm_into};
 use crate::kernels::im2col::{ConvShape, col2im, im2col};
 use crate::kernels::winograd::{self, Pass, Tiling};
-use crate::kernels::{moments, with_scratch};
+use crate::kernels::{PAR_MIN, moments, with_scratch};
 use crate::tensor::Tensor;
 
 /// Columns per GEMM: enough to amortise packing `W`, small enough that the
@@ -277,17 +277,15 @@ fn winograd_backward(
 }
 
 /// `db[co] = Σ g[·, co, ·]` of a `[n, cout, p]` output gradient, summed in
-/// f64 plane by plane ([`moments::sum`]), planes in image order (parallel
-/// over channels, the same for any thread count).
+/// f64 plane by plane ([`moments::sum`]), planes in image order (the same
+/// for any thread count).
 fn bias_grad(g: &[f32], n: usize, cout: usize, p: usize) -> ArrayD<f32> {
-    let total = (0..cout)
-        .into_par_iter()
-        .map(|co| {
-            let planes = (0..n).map(|img| &g[(img * cout + co) * p..][..p]);
-            planes.map(moments::sum).sum::<f64>() as f32
-        })
-        .collect();
-    ArrayD::from_shape_vec(IxDyn(&[cout]), total).expect("cout")
+    let sums = moments::per_channel(n, cout, p, g.len() >= PAR_MIN, |first, out| {
+        for (o, plane) in out.iter_mut().zip(g[first * p..].chunks_exact(p)) {
+            *o = [moments::sum(plane), 0.0];
+        }
+    });
+    ArrayD::from_shape_vec(IxDyn(&[cout]), sums.iter().map(|s| s[0] as f32).collect()).expect("cout")
 }
 
 /// The upstream gradient of `imgs` images, `[imgs][cout][p]`, as the

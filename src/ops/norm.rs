@@ -114,10 +114,14 @@ impl Affine {
     }
 }
 
-/// `f` of every channel's values (its `N` planes of `s` floats, concatenated
-/// in batch order), computed in parallel over channels for large inputs.
+/// `f` of every plane of `x` (`n·c` planes of `s` floats), added up per
+/// channel in batch order ([`moments::per_channel`]).
 fn channel_sums(x: &[f32], n: usize, c: usize, s: usize, f: impl Fn(&[f32]) -> [f64; 2] + Sync) -> Vec<[f64; 2]> {
-    channel_sums_with(n, c, x.len() >= PAR_MIN, |ch, i| f(&x[(i * c + ch) * s..(i * c + ch + 1) * s]))
+    moments::per_channel(n, c, s, x.len() >= PAR_MIN, |first, out| {
+        for (o, plane) in out.iter_mut().zip(x[first * s..].chunks_exact(s)) {
+            *o = f(plane);
+        }
+    })
 }
 
 /// `f(out_sample, in_sample)` for every batch sample of `len` floats.
@@ -147,9 +151,11 @@ pub(crate) fn batch_norm_backward(
     let (n, c) = (sh[0], sh[1]);
     let s: usize = sh[2..].iter().product();
     let (xd, gd) = (x.data(), g.as_slice().expect("std"));
-    let sums = channel_sums_with(n, c, xd.len() >= PAR_MIN, |ch, i| {
-        let r = (i * c + ch) * s..(i * c + ch + 1) * s;
-        moments::grad_sums(&gd[r.clone()], &xd[r], mean[ch])
+    let sums = moments::per_channel(n, c, s, xd.len() >= PAR_MIN, |first, out| {
+        for (j, o) in out.iter_mut().enumerate() {
+            let r = (first + j) * s..(first + j + 1) * s;
+            *o = moments::grad_sums(&gd[r.clone()], &xd[r], mean[(first + j) % c]);
+        }
     });
     let k = GradCoefs::new(&sums, gamma.data(), mean, inv_std, train, n * s);
     let len = c * s;
@@ -179,36 +185,6 @@ pub(crate) fn batch_norm_backward(
         ArrayD::from_shape_vec(IxDyn(&[c]), k.dgamma).expect("c"),
         ArrayD::from_shape_vec(IxDyn(&[c]), k.dbeta).expect("c"),
     ]
-}
-
-/// `Σ over samples i of plane(ch, i)` for every channel, samples added in
-/// order. The planes are visited in memory order (sample by sample, in
-/// parallel when `parallel`) and their results kept, then added up per
-/// channel: visiting channel by channel would jump `C` planes ahead at every
-/// step, and small planes would each cost a cache miss the prefetcher
-/// cannot hide.
-pub(crate) fn channel_sums_with(
-    n: usize,
-    c: usize,
-    parallel: bool,
-    plane: impl Fn(usize, usize) -> [f64; 2] + Sync,
-) -> Vec<[f64; 2]> {
-    let each = |p: usize| plane(p % c, p / c);
-    let planes: Vec<[f64; 2]> = if parallel {
-        (0..n * c).into_par_iter().with_min_len(c.max(1)).map(each).collect()
-    } else {
-        (0..n * c).map(each).collect()
-    };
-    (0..c)
-        .map(|ch| {
-            let mut acc = [0.0f64; 2];
-            for r in planes[ch..].iter().step_by(c.max(1)) {
-                acc[0] += r[0];
-                acc[1] += r[1];
-            }
-            acc
-        })
-        .collect()
 }
 
 /// BatchNorm's gradient, per channel, from the sums `[Σ g, Σ g·(x - mean)]`

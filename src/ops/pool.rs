@@ -12,7 +12,7 @@ use rayon::prelude::*;
 
 use crate::autograd::{Op, is_recording};
 use crate::kernels::pool2x2::{self, beats};
-use crate::kernels::{PAR_MIN, fresh};
+use crate::kernels::{PAR_MIN, fresh, planes_per_run};
 use crate::tensor::Tensor;
 
 /// Max over `kernel × kernel` windows taken every `stride` pixels of `x [N, C, H, W]`.
@@ -21,10 +21,10 @@ pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize) -> Tensor {
     let win = Window::new(sh, kernel, stride);
     let plane = sh[2] * sh[3];
     let src = x.data();
-    // SAFETY: `pool_plane` writes every output and winner of its plane.
+    // SAFETY: `pool_run` writes every output and winner of its planes.
     let (y, arg) = unsafe {
-        pool_planes(sh[0] * sh[1], &win, src.len() >= PAR_MIN, |p, dst, args| {
-            win.pool_plane(&src[p * plane..(p + 1) * plane], dst, args)
+        pool_planes(sh[0] * sh[1], &win, src.len() >= PAR_MIN, |first, dst, args| {
+            win.pool_run(&src[first * plane..][..dst.len() / win.outputs() * plane], dst, args)
         })
     };
     let out = ArrayD::from_shape_vec(IxDyn(&[sh[0], sh[1], win.ho, win.wo]), y).expect("sizes agree");
@@ -33,7 +33,8 @@ pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize) -> Tensor {
 }
 
 /// The pooled values and winners of `planes` planes, `ho·wo` each, from
-/// `fill(p, dst, args)` for every plane `p`; planes in parallel when
+/// `fill(first, dst, args)` for runs of [`Window::run`] consecutive planes
+/// (the last may be shorter) from plane `first` on; runs in parallel when
 /// `parallel`.
 ///
 /// # Safety
@@ -44,20 +45,19 @@ pub(crate) unsafe fn pool_planes(
     parallel: bool,
     fill: impl Fn(usize, &mut [MaybeUninit<f32>], &mut [MaybeUninit<u32>]) + Sync,
 ) -> (Vec<f32>, Vec<u32>) {
-    let out = win.ho * win.wo; // ≥ 1: a plane holds at least one window
+    let (run, out) = (win.run(), win.outputs());
     let mut arg = Vec::new();
-    // SAFETY: the chunks of `out` values cover both buffers, one per plane,
-    // and the caller's `fill` writes all of each.
+    // SAFETY: the chunks of `run · out` values cover both buffers, and the
+    // caller's `fill` writes all of each.
     let y = unsafe {
         fresh(planes * out, |y| {
             arg = fresh(planes * out, |arg| {
+                let each =
+                    |(r, (d, a)): (usize, (&mut [MaybeUninit<f32>], &mut [MaybeUninit<u32>]))| fill(r * run, d, a);
                 if parallel {
-                    y.par_chunks_mut(out)
-                        .zip(arg.par_chunks_mut(out))
-                        .enumerate()
-                        .for_each(|(p, (d, a))| fill(p, d, a));
+                    y.par_chunks_mut(run * out).zip(arg.par_chunks_mut(run * out)).enumerate().for_each(each);
                 } else {
-                    y.chunks_mut(out).zip(arg.chunks_mut(out)).enumerate().for_each(|(p, (d, a))| fill(p, d, a));
+                    y.chunks_mut(run * out).zip(arg.chunks_mut(run * out)).enumerate().for_each(each);
                 }
             })
         })
@@ -89,31 +89,49 @@ impl Window {
         Window { kernel, stride, h, w, ho: (h - kernel) / stride + 1, wo: (w - kernel) / stride + 1 }
     }
 
-    /// Every window's maximum of `src` (one plane) into `dst`, and its flat
-    /// index within the plane into `args`; writes all `ho·wo` of both.
-    pub(crate) fn pool_plane(&self, src: &[f32], dst: &mut [MaybeUninit<f32>], args: &mut [MaybeUninit<u32>]) {
-        let Window { kernel, stride, w, ho, wo, .. } = *self;
+    /// Windows (outputs) per plane, at least 1.
+    pub(crate) fn outputs(&self) -> usize {
+        self.ho * self.wo
+    }
+
+    /// Planes per run of work ([`planes_per_run`]).
+    pub(crate) fn run(&self) -> usize {
+        planes_per_run(self.h * self.w)
+    }
+
+    /// Every window's maximum of `src` (a run of whole planes) into `dst`,
+    /// and its flat index within its plane into `args`; writes all of both.
+    pub(crate) fn pool_run(&self, src: &[f32], dst: &mut [MaybeUninit<f32>], args: &mut [MaybeUninit<u32>]) {
+        let Window { kernel, stride, h, w, ho, wo } = *self;
         if kernel == 2 && stride == 2 {
-            pool2x2::pool(src, w, ho, wo, dst, args)
+            pool2x2::pool(src, h, w, dst, args)
         } else {
-            pool_any(src, w, kernel, stride, ho, wo, dst, args)
+            let windows = dst.chunks_exact_mut(ho * wo).zip(args.chunks_exact_mut(ho * wo));
+            for (src, (d, a)) in src.chunks_exact(h * w).zip(windows) {
+                pool_any(src, w, kernel, stride, ho, wo, d, a);
+            }
         }
     }
 
-    /// The gradient of one plane with respect to the input of a ReLU whose
-    /// output was pooled into `out` with winners `args`: each window's
-    /// gradient `g` on its winner where the pooled value is positive, 0
-    /// elsewhere, summed where windows overlap — what the pool's scatter into
-    /// a zero-filled plane and ReLU's mask give. Writes all of `dx` (`H·W`).
-    pub(crate) fn relu_grad_plane(&self, g: &[f32], out: &[f32], args: &[u32], dx: &mut [f32]) {
-        let Window { kernel, stride, h, w, ho, wo } = *self;
+    /// The gradient of a run of whole planes with respect to the input of a
+    /// ReLU whose output was pooled into `out` with winners `args`: each
+    /// window's gradient `g` on its winner where the pooled value is
+    /// positive, 0 elsewhere, summed where windows overlap — what the pool's
+    /// scatter into zero-filled planes and ReLU's mask give. Writes all of
+    /// `dx`.
+    pub(crate) fn relu_grad_run(&self, g: &[f32], out: &[f32], args: &[u32], dx: &mut [f32]) {
+        let Window { kernel, stride, h, w, .. } = *self;
         if kernel == 2 && stride == 2 {
-            pool2x2::unpool_relu(g, out, args, w, h, ho, wo, dx)
+            pool2x2::unpool_relu(g, out, args, h, w, dx)
         } else {
             dx.fill(0.0);
-            for ((&gv, &ov), &a) in g.iter().zip(out).zip(args) {
-                if ov > 0.0 {
-                    dx[a as usize] += gv;
+            let n = self.outputs();
+            let windows = g.chunks_exact(n).zip(out.chunks_exact(n)).zip(args.chunks_exact(n));
+            for (dxp, ((g, out), args)) in dx.chunks_exact_mut(h * w).zip(windows) {
+                for ((&gv, &ov), &a) in g.iter().zip(out).zip(args) {
+                    if ov > 0.0 {
+                        dxp[a as usize] += gv;
+                    }
                 }
             }
         }
