@@ -52,12 +52,16 @@ pub(crate) unsafe fn pool_planes(
     let y = unsafe {
         fresh(planes * out, |y| {
             arg = fresh(planes * out, |arg| {
-                let each =
-                    |(r, (d, a)): (usize, (&mut [MaybeUninit<f32>], &mut [MaybeUninit<u32>]))| fill(r * run, d, a);
                 if parallel {
-                    y.par_chunks_mut(run * out).zip(arg.par_chunks_mut(run * out)).enumerate().for_each(each);
+                    y.par_chunks_mut(run * out)
+                        .zip(arg.par_chunks_mut(run * out))
+                        .enumerate()
+                        .for_each(|(r, (d, a))| fill(r * run, d, a));
                 } else {
-                    y.chunks_mut(run * out).zip(arg.chunks_mut(run * out)).enumerate().for_each(each);
+                    y.chunks_mut(run * out)
+                        .zip(arg.chunks_mut(run * out))
+                        .enumerate()
+                        .for_each(|(r, (d, a))| fill(r * run, d, a));
                 }
             })
         })
