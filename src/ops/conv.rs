@@ -14,6 +14,8 @@
 //! input channels (the first of a network) stay on the GEMM above, where
 //! the unfolded matrix is small and the transforms would not pay.
 
+use std::mem::MaybeUninit;
+
 use ndarray::{ArrayD, IxDyn};
 use rayon::prelude::*;
 
@@ -21,7 +23,7 @@ use crate::autograd::Op;
 use crate::kernels::gemm::{MatRef, gemm_into};
 use crate::kernels::im2col::{ConvShape, col2im, im2col};
 use crate::kernels::winograd::{self, Pass, Tiling};
-use crate::kernels::{PAR_MIN, moments, with_scratch};
+use crate::kernels::{PAR_MIN, fresh, moments, with_scratch};
 use crate::tensor::Tensor;
 
 /// Columns per GEMM: enough to amortise packing `W`, small enough that the
@@ -54,37 +56,40 @@ pub fn conv2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, stride: usize,
         return Tensor::from_op(ArrayD::from_shape_vec(IxDyn(&shape), y).expect("sizes agree"), op());
     }
     let nb = geo.images_per_block();
-    let mut y = vec![0.0f32; geo.n * cout * p];
     let w = MatRef::new(weight.data(), cout, s.taps());
     let in_len = s.cin * s.h * s.w;
-    y.par_chunks_mut(nb * cout * p).enumerate().for_each(|(blk, y_blk)| {
+    let bias = bias.map(|b| b.data());
+    // Each block's product goes to a scratch matrix `[cout, imgs·p]` that
+    // stays in cache, and from there (bias added, images apart) into `y`:
+    // one pass over the output, not a zero fill, a product and a bias pass.
+    let fill = |blk: usize, y_blk: &mut [MaybeUninit<f32>]| {
         let imgs = y_blk.len() / (cout * p);
         let cols = imgs * p;
         let x_blk = &x.data()[blk * nb * in_len..(blk * nb + imgs) * in_len];
-        with_scratch(s.taps() * cols + if imgs > 1 { cout * cols } else { 0 }, |buf| {
+        with_scratch(s.taps() * cols + cout * cols, |buf| {
             let (col, tmp) = buf.split_at_mut(s.taps() * cols);
             for (i, img) in x_blk.chunks_exact(in_len).enumerate() {
                 im2col(img, &s, col, cols, i * p);
             }
-            let colm = MatRef::new(col, s.taps(), cols);
-            if imgs == 1 {
-                gemm_into(1.0, w, colm, 0.0, y_blk);
-            } else {
-                gemm_into(1.0, w, colm, 0.0, tmp);
-                for i in 0..imgs {
-                    for co in 0..cout {
-                        y_blk[(i * cout + co) * p..(i * cout + co + 1) * p]
-                            .copy_from_slice(&tmp[co * cols + i * p..co * cols + (i + 1) * p]);
+            gemm_into(1.0, w, MatRef::new(col, s.taps(), cols), 0.0, tmp);
+            for (i, y_img) in y_blk.chunks_exact_mut(cout * p).enumerate() {
+                for (co, y_plane) in y_img.chunks_exact_mut(p).enumerate() {
+                    let from = &tmp[co * cols + i * p..][..p];
+                    match bias {
+                        Some(b) => y_plane.iter_mut().zip(from).for_each(|(o, &v)| _ = o.write(v + b[co])),
+                        None => y_plane.iter_mut().zip(from).for_each(|(o, &v)| _ = o.write(v)),
                     }
                 }
             }
         });
-        if let Some(b) = bias {
-            for (plane, &bv) in y_blk.chunks_exact_mut(p).zip(b.data().iter().cycle()) {
-                plane.iter_mut().for_each(|v| *v += bv);
-            }
-        }
-    });
+    };
+    // SAFETY: the blocks of `nb` images cover `y`, and `fill` writes every
+    // plane of each.
+    let y = unsafe {
+        fresh(geo.n * cout * p, |y| {
+            y.par_chunks_mut(nb * cout * p).enumerate().for_each(|(blk, y_blk)| fill(blk, y_blk));
+        })
+    };
     Tensor::from_op(ArrayD::from_shape_vec(IxDyn(&shape), y).expect("sizes agree"), op())
 }
 
@@ -333,5 +338,47 @@ mod tests {
         assert_eq!(algo(128, 128, 5, 1, 2, Some(Winograd)), Gemm, "5×5");
         assert_eq!(algo(128, 128, 3, 1, 3, None), Gemm, "padding 3");
         assert_eq!(algo(128, 128, 3, 1, 1, Some(Gemm)), Gemm);
+    }
+
+    #[test]
+    fn the_unfolded_product_is_the_direct_sum_with_and_without_bias() {
+        // Shapes with one image per block and with several (small outputs),
+        // strides, padding and a non-square kernel; the direct sum in f64.
+        for (n, cin, cout, h, w, kh, kw, stride, pad) in
+            [(3, 2, 5, 7, 6, 3, 2, 1, 1), (4, 3, 4, 32, 20, 3, 3, 1, 1), (5, 1, 3, 9, 9, 3, 3, 2, 0)]
+        {
+            let vals = |len: usize, seed: usize| -> Vec<f32> {
+                (0..len).map(|i| ((i * 7919 + seed * 104729) % 997) as f32 / 997.0 - 0.5).collect()
+            };
+            let x = Tensor::new(ArrayD::from_shape_vec(IxDyn(&[n, cin, h, w]), vals(n * cin * h * w, 1)).unwrap());
+            let wt = Tensor::new(
+                ArrayD::from_shape_vec(IxDyn(&[cout, cin, kh, kw]), vals(cout * cin * kh * kw, 2)).unwrap(),
+            );
+            let b = Tensor::new(ArrayD::from_shape_vec(IxDyn(&[cout]), vals(cout, 3)).unwrap());
+            let (ho, wo) = ((h + 2 * pad - kh) / stride + 1, (w + 2 * pad - kw) / stride + 1);
+            for bias in [None, Some(&b)] {
+                let y = conv2d(&x, &wt, bias, stride, pad);
+                assert_eq!(y.shape(), &[n, cout, ho, wo]);
+                for (i, &got) in y.data().iter().enumerate() {
+                    let (img, co, oy, ox) = (i / (cout * ho * wo), i / (ho * wo) % cout, i / wo % ho, i % wo);
+                    let mut want = bias.map_or(0.0, |b| b.data()[co] as f64);
+                    for ci in 0..cin {
+                        for ky in 0..kh {
+                            for kx in 0..kw {
+                                let (iy, ix) = (
+                                    (oy * stride + ky) as isize - pad as isize,
+                                    (ox * stride + kx) as isize - pad as isize,
+                                );
+                                if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
+                                    let xv = x.data()[((img * cin + ci) * h + iy as usize) * w + ix as usize];
+                                    want += xv as f64 * wt.data()[((co * cin + ci) * kh + ky) * kw + kx] as f64;
+                                }
+                            }
+                        }
+                    }
+                    assert!((got as f64 - want).abs() < 1e-5, "{:?} at {i}: {got} vs {want}", x.shape());
+                }
+            }
+        }
     }
 }
