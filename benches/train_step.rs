@@ -44,8 +44,8 @@ fn train_step(c: &mut Criterion) {
             let name = format!("cifar_c{channels}_b64_{}", head.id().replace('-', "_"));
             g.bench_function(name, |b| {
                 b.iter(|| {
-                    let logits = model.forward(&x, &mut Ctx::train(1)).unwrap();
-                    let grads = ops::cross_entropy(&logits, &labels).backward();
+                    // The graph is dropped before the step (see `Optimizer::step`).
+                    let grads = ops::cross_entropy(&model.forward(&x, &mut Ctx::train(1)).unwrap(), &labels).backward();
                     opt.step(&mut model, &grads);
                 })
             });
@@ -76,8 +76,9 @@ fn short_chunk_step(c: &mut Criterion) {
         let mut opt = Adam::new(1e-4, 1e-4);
         g.bench_function(format!("short_chunk_b16_{}", head.id().replace('-', "_")), |b| {
             b.iter(|| {
-                let out = model.forward(&wav, &mut Ctx::train(1)).unwrap();
-                let grads = ops::binary_cross_entropy(&out, &target).backward();
+                // The graph is dropped before the step (see `Optimizer::step`).
+                let grads =
+                    ops::binary_cross_entropy(&model.forward(&wav, &mut Ctx::train(1)).unwrap(), &target).backward();
                 opt.step(&mut model, &grads);
             })
         });

@@ -97,8 +97,8 @@ impl Plan for CifarProtocol {
         };
         let (x, labels) = (images(self.batch_size), (0..self.batch_size).map(|i| i % 10).collect::<Vec<_>>());
         let step = seconds_per_call(|| {
-            let logits = model.forward(&x, &mut Ctx::train(1))?;
-            let grads = ops::cross_entropy(&logits, &labels).backward();
+            // The graph is dropped before the step (see `Optimizer::step`).
+            let grads = ops::cross_entropy(&model.forward(&x, &mut Ctx::train(1))?, &labels).backward();
             opt.step(&mut model, &grads);
             Ok(())
         })?;
@@ -234,11 +234,13 @@ impl Task for CifarTask<'_> {
 
     fn step(&self, model: &mut CifarNet, opt: &mut dyn Optimizer, batch: &[usize], seed: u64) -> Result<f64> {
         let (x, labels) = self.data.train.batch(batch);
-        let logits = model.forward(&Tensor::new(x), &mut Ctx::train(seed))?;
-        let loss = ops::cross_entropy(&logits, &labels);
-        let grads = loss.backward();
+        // The graph is dropped before the step (see `Optimizer::step`).
+        let (loss, grads) = {
+            let loss = ops::cross_entropy(&model.forward(&Tensor::new(x), &mut Ctx::train(seed))?, &labels);
+            (loss.item() as f64, loss.backward())
+        };
         opt.step(model, &grads);
-        Ok(loss.item() as f64)
+        Ok(loss)
     }
 
     fn validate(&self, model: &mut CifarNet, e: &Epoch) -> Result<(f64, EpochLog)> {

@@ -256,11 +256,13 @@ impl Task for MtatTask<'_> {
         let wav = Tensor::new(ArrayD::from_shape_vec(IxDyn(&[batch.len(), CHUNK]), chunks.concat())?);
         let target: Vec<f32> = batch.iter().flat_map(|&i| data.labels_of(&data.train[i]).iter().copied()).collect();
         let target = Tensor::new(ArrayD::from_shape_vec(IxDyn(&[batch.len(), data.n_tags]), target)?);
-        let out = model.forward(&wav, &mut Ctx::train(seed))?;
-        let loss = ops::binary_cross_entropy(&out, &target);
-        let grads = loss.backward();
+        // The graph is dropped before the step (see `Optimizer::step`).
+        let (loss, grads) = {
+            let loss = ops::binary_cross_entropy(&model.forward(&wav, &mut Ctx::train(seed))?, &target);
+            (loss.item() as f64, loss.backward())
+        };
         opt.step(model, &grads);
-        Ok(loss.item() as f64)
+        Ok(loss)
     }
 
     fn validate(&self, model: &mut ShortChunkCnn, e: &Epoch) -> Result<(f64, MtatEpochLog)> {
@@ -441,8 +443,8 @@ fn time_step_and_eval(p: &MtatProtocol, head: HeadKind) -> Result<StepCost> {
     });
     let (wav, target) = (Tensor::new(wav), Tensor::new(ArrayD::from_elem(IxDyn(&[p.batch_size, p.n_tags]), 0.1)));
     let step = seconds_per_call(|| {
-        let out = model.forward(&wav, &mut Ctx::train(1))?;
-        let grads = ops::binary_cross_entropy(&out, &target).backward();
+        // The graph is dropped before the step (see `Optimizer::step`).
+        let grads = ops::binary_cross_entropy(&model.forward(&wav, &mut Ctx::train(1))?, &target).backward();
         opt.step(&mut model, &grads);
         Ok(())
     })?;
