@@ -7,7 +7,7 @@
 /// `a [rows, cols]` (row-major) transposed into `out [cols, rows]`, for any
 /// plain element type (`f32` values, `u32` winner indices). Elements are
 /// moved, never computed on, so every bit pattern (NaN payloads too) survives.
-pub fn transpose_into<E: Copy + Default>(a: &[E], rows: usize, cols: usize, out: &mut [E]) {
+pub fn transpose_into<E: Copy>(a: &[E], rows: usize, cols: usize, out: &mut [E]) {
     assert_eq!(out.len(), a.len(), "transpose_into: {} slots for {} values", out.len(), a.len());
     transpose_block_into(a, rows, cols, cols, out, rows);
 }
@@ -17,7 +17,7 @@ pub fn transpose_into<E: Copy + Default>(a: &[E], rows: usize, cols: usize, out:
 /// columns: `out[c·out_stride + r] = a[r·a_stride + c]`; nothing else in
 /// `out` is touched. For moving a block of results between a batch-major
 /// and a feature-major matrix.
-pub fn transpose_block_into<E: Copy + Default>(
+pub fn transpose_block_into<E: Copy>(
     a: &[E],
     rows: usize,
     cols: usize,
@@ -82,9 +82,9 @@ fn corners(rows: Span, cols: Span, side: usize) -> impl Iterator<Item = (usize, 
 
 /// The 8×8 tiles with corners in `rows × cols`, portable: fixed sizes let
 /// the compiler unroll them.
-fn tiles<E: Copy + Default>(a: &[E], t: &mut [E], dst_stride: usize, src_stride: usize, rows: Span, cols: Span) {
+fn tiles<E: Copy>(a: &[E], t: &mut [E], dst_stride: usize, src_stride: usize, rows: Span, cols: Span) {
     for (r0, c0) in corners(rows, cols, T) {
-        let mut tile = [[E::default(); T]; T];
+        let mut tile = [[a[r0 * src_stride + c0]; T]; T];
         for (k, row) in tile.iter_mut().enumerate() {
             row.copy_from_slice(&a[(r0 + k) * src_stride + c0..][..T]);
         }

@@ -47,11 +47,12 @@
 //! result is the same for any number of threads.
 
 use std::cell::RefCell;
+use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
 use crate::kernels::gemm::{MatRef, PackedB, gemm, gemm_packed};
-use crate::kernels::{front, transpose_into, with_scratch};
+use crate::kernels::{fresh, front, transpose_into, with_scratch};
 
 /// Points of the transform domain (4 × 4).
 const XI: usize = 16;
@@ -208,7 +209,7 @@ fn blocks(n: usize, t: &Tiling, tiles: usize) -> impl Iterator<Item = (usize, us
 /// to channels last `[n, plane, c]` on the way in, so that a pixel's channels
 /// are one contiguous run the transforms load as vectors, and back on the
 /// way out.
-fn transpose_images(x: &[f32], rows: usize, cols: usize, out: &mut [f32]) {
+fn transpose_images<E: Copy + Send + Sync>(x: &[E], rows: usize, cols: usize, out: &mut [E]) {
     out.par_chunks_mut(rows * cols)
         .zip(x.par_chunks(rows * cols))
         .for_each(|(o, img)| transpose_into(img, rows, cols, o));
@@ -272,7 +273,7 @@ pub fn conv3x3(x: &[f32], n: usize, t: &Tiling, filters: &Filters, bias: Option<
     };
     assert_eq!(x.len(), n * cin * t.h * t.w, "winograd: input is not [{n}, {cin}, {}, {}]", t.h, t.w);
     let p = t.hout * t.wout;
-    let mut out = vec![0.0f32; n * cout * p];
+    let mut out = Vec::new();
     with_buffers(|b| {
         let x_last = front(&mut b.x, x.len());
         transpose_images(x, cin, t.h * t.w, x_last);
@@ -290,7 +291,11 @@ pub fn conv3x3(x: &[f32], n: usize, t: &Tiling, filters: &Filters, bias: Option<
                 output_row(&m[at..], big_t * cout, t, cout, bias, rows);
             });
         }
-        transpose_images(y, p, cout, &mut out);
+        // SAFETY: a view of initialised floats as possibly uninitialised
+        // ones (same layout), only read.
+        let y: &[MaybeUninit<f32>] = unsafe { &*(y as *const [f32] as *const [MaybeUninit<f32>]) };
+        // SAFETY: the transpose writes every element of `out` (as long as `y`).
+        out = unsafe { fresh(n * cout * p, |out| transpose_images(y, p, cout, out)) };
     });
     out
 }
