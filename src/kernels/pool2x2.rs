@@ -8,7 +8,7 @@
 //! consecutive floats and splitting them in registers into the windows'
 //! left (even) and right (odd) columns; the four candidate vectors are then
 //! compared in the scalar loop's order with selects, so every window picks
-//! the same winner as [`window`] would, bit for bit. The gradient goes the
+//! the same winner as the scalar loop would, bit for bit. The gradient goes the
 //! other way: each window's gradient is placed on its winner and zeros
 //! elsewhere, and the even/odd vectors are interleaved back into rows.
 //!
