@@ -56,10 +56,22 @@ impl Optimizer for Adam {
             let bc2_sqrt = (1.0 - b2.powi(t)).sqrt() as f32;
             let k =
                 Consts { wd, w1: (1.0 - b1) as f32, b2: b2 as f32, w2: (1.0 - b2) as f32, bc2_sqrt, eps, step_size };
-            let p = p.as_slice_mut().expect("parameters are contiguous");
-            let g = g.as_slice().expect("gradients are contiguous");
-            let m = st.exp_avg.as_slice_mut().expect("contiguous");
-            let v = st.exp_avg_sq.as_slice_mut().expect("contiguous");
+            // Parameters and the state are kept in standard layout (`Tensor::update`,
+            // `load_state_dict`); a gradient in another layout is copied into it.
+            let g = g.as_standard_layout();
+            let p = p.as_slice_mut().expect("parameters are kept in standard layout");
+            let g = g.as_slice().expect("standard layout");
+            let m = st.exp_avg.as_slice_mut().expect("kept in standard layout");
+            let v = st.exp_avg_sq.as_slice_mut().expect("kept in standard layout");
+            assert!(
+                g.len() == p.len() && m.len() == p.len() && v.len() == p.len(),
+                "Adam: parameter `{name}` has {} values but its gradient {}, its state {} and {} \
+                 (a checkpoint of another model?)",
+                p.len(),
+                g.len(),
+                m.len(),
+                v.len()
+            );
             // Element by element, so runs in parallel give the same bits.
             if p.len() >= PAR_MIN {
                 p.par_chunks_mut(RUN)
@@ -99,8 +111,9 @@ impl Optimizer for Adam {
                 StateValue::I64(a) => *a.iter().next().unwrap_or(&0),
                 StateValue::F32(_) => bail!("Adam state `{key}` must be int64"),
             };
-            let exp_avg = get_f32(sd, &format!("{name}.exp_avg"))?.clone();
-            let exp_avg_sq = get_f32(sd, &format!("{name}.exp_avg_sq"))?.clone();
+            // Standard layout whatever the file's order (`step` slices the state).
+            let exp_avg = get_f32(sd, &format!("{name}.exp_avg"))?.as_standard_layout().into_owned();
+            let exp_avg_sq = get_f32(sd, &format!("{name}.exp_avg_sq"))?.as_standard_layout().into_owned();
             state.insert(name.to_string(), AdamState { step, exp_avg, exp_avg_sq });
         }
         self.state = state;
