@@ -113,6 +113,22 @@ pub fn per_channel(
         .collect()
 }
 
+/// [`per_channel`] of a plane kernel `f` applied to every plane of `x` (an
+/// `[n, c, …]` stack of planes `len` floats each), in parallel for large `x`.
+pub fn per_channel_of(
+    x: &[f32],
+    n: usize,
+    c: usize,
+    len: usize,
+    f: impl Fn(&[f32]) -> [f64; 2] + Sync,
+) -> Vec<[f64; 2]> {
+    per_channel(n, c, len, x.len() >= super::PAR_MIN, |first, out| {
+        for (o, plane) in out.iter_mut().zip(x[first * len..].chunks_exact(len)) {
+            *o = f(plane);
+        }
+    })
+}
+
 /// The lanes added pairwise, in a fixed order.
 #[inline(always)]
 fn fold(a: [f64; LANES]) -> f64 {

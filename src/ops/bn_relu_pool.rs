@@ -51,13 +51,11 @@ pub fn bn_relu_pool(
     let src = x.data();
     // SAFETY: `pool_run` writes every output and winner of its planes.
     let (y, arg) = unsafe {
-        pool_planes(sh[0] * c, &win, src.len() >= PAR_MIN, |first, dst, args| {
-            let len = dst.len() / win.outputs() * plane;
-            with_scratch(len, |buf| {
-                for (j, (o, x)) in buf.chunks_exact_mut(plane).zip(src[first * plane..].chunks_exact(plane)).enumerate()
-                {
-                    let ch = (first + j) % c;
-                    let (a, b) = (alpha[ch], shift[ch]);
+        pool_planes(sh[0] * c, &win, src.len() >= PAR_MIN, |run, dst, args| {
+            with_scratch(run.len() * plane, |buf| {
+                let planes = buf.chunks_exact_mut(plane).zip(src[run.start * plane..].chunks_exact(plane));
+                for (p, (o, x)) in run.zip(planes) {
+                    let (a, b) = (alpha[p % c], shift[p % c]);
                     for (o, &v) in o.iter_mut().zip(x) {
                         *o = relu_value(v * a + b);
                     }

@@ -23,7 +23,7 @@ use crate::autograd::Op;
 use crate::kernels::gemm::{MatRef, gemm_into};
 use crate::kernels::im2col::{ConvShape, col2im, im2col};
 use crate::kernels::winograd::{self, Pass, Tiling};
-use crate::kernels::{PAR_MIN, fresh, moments, with_scratch};
+use crate::kernels::{fresh, moments, with_scratch};
 use crate::tensor::Tensor;
 
 /// Columns per GEMM: enough to amortise packing `W`, small enough that the
@@ -285,11 +285,7 @@ fn winograd_backward(
 /// f64 plane by plane ([`moments::sum`]), planes in image order (the same
 /// for any thread count).
 fn bias_grad(g: &[f32], n: usize, cout: usize, p: usize) -> ArrayD<f32> {
-    let sums = moments::per_channel(n, cout, p, g.len() >= PAR_MIN, |first, out| {
-        for (o, plane) in out.iter_mut().zip(g[first * p..].chunks_exact(p)) {
-            *o = [moments::sum(plane), 0.0];
-        }
-    });
+    let sums = moments::per_channel_of(g, n, cout, p, |plane| [moments::sum(plane), 0.0]);
     ArrayD::from_shape_vec(IxDyn(&[cout]), sums.iter().map(|s| s[0] as f32).collect()).expect("cout")
 }
 

@@ -90,7 +90,7 @@ impl Affine {
         let m = n * s;
         let (mean, inv_std) = if train {
             assert!(m > 1, "batch_norm in train mode needs more than 1 value per channel, got input {sh:?}");
-            let sums = channel_sums(x.data(), n, c, s, moments::sum_and_squares);
+            let sums = moments::per_channel_of(x.data(), n, c, s, moments::sum_and_squares);
             let mut mean = vec![0.0f32; c];
             let mut inv_std = vec![0.0f32; c];
             for ch in 0..c {
@@ -112,16 +112,6 @@ impl Affine {
         let shift = (0..c).map(|ch| beta.data()[ch] - mean[ch] * alpha[ch]).collect();
         Affine { mean, inv_std, alpha, shift }
     }
-}
-
-/// `f` of every plane of `x` (`n·c` planes of `s` floats), added up per
-/// channel in batch order ([`moments::per_channel`]).
-fn channel_sums(x: &[f32], n: usize, c: usize, s: usize, f: impl Fn(&[f32]) -> [f64; 2] + Sync) -> Vec<[f64; 2]> {
-    moments::per_channel(n, c, s, x.len() >= PAR_MIN, |first, out| {
-        for (o, plane) in out.iter_mut().zip(x[first * s..].chunks_exact(s)) {
-            *o = f(plane);
-        }
-    })
 }
 
 /// `f(out_sample, in_sample)` for every batch sample of `len` floats.

@@ -6,6 +6,7 @@
 //! NaN wins over numbers. Rows/columns left over by the floor get no gradient.
 
 use std::mem::MaybeUninit;
+use std::ops::Range;
 
 use ndarray::{ArrayD, IxDyn};
 use rayon::prelude::*;
@@ -23,8 +24,8 @@ pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize) -> Tensor {
     let src = x.data();
     // SAFETY: `pool_run` writes every output and winner of its planes.
     let (y, arg) = unsafe {
-        pool_planes(sh[0] * sh[1], &win, src.len() >= PAR_MIN, |first, dst, args| {
-            win.pool_run(&src[first * plane..][..dst.len() / win.outputs() * plane], dst, args)
+        pool_planes(sh[0] * sh[1], &win, src.len() >= PAR_MIN, |run, dst, args| {
+            win.pool_run(&src[run.start * plane..run.end * plane], dst, args)
         })
     };
     let out = ArrayD::from_shape_vec(IxDyn(&[sh[0], sh[1], win.ho, win.wo]), y).expect("sizes agree");
@@ -33,8 +34,8 @@ pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize) -> Tensor {
 }
 
 /// The pooled values and winners of `planes` planes, `ho·wo` each, from
-/// `fill(first, dst, args)` for runs of [`Window::run`] consecutive planes
-/// (the last may be shorter) from plane `first` on; runs in parallel when
+/// `fill(run, dst, args)` for runs of [`Window::run`] consecutive planes
+/// (the last may be shorter), `run` their indices; runs in parallel when
 /// `parallel`.
 ///
 /// # Safety
@@ -43,7 +44,7 @@ pub(crate) unsafe fn pool_planes(
     planes: usize,
     win: &Window,
     parallel: bool,
-    fill: impl Fn(usize, &mut [MaybeUninit<f32>], &mut [MaybeUninit<u32>]) + Sync,
+    fill: impl Fn(Range<usize>, &mut [MaybeUninit<f32>], &mut [MaybeUninit<u32>]) + Sync,
 ) -> (Vec<f32>, Vec<u32>) {
     let (run, out) = (win.run(), win.outputs());
     let mut arg = Vec::new();
@@ -56,12 +57,12 @@ pub(crate) unsafe fn pool_planes(
                     y.par_chunks_mut(run * out)
                         .zip(arg.par_chunks_mut(run * out))
                         .enumerate()
-                        .for_each(|(r, (d, a))| fill(r * run, d, a));
+                        .for_each(|(r, (d, a))| fill(r * run..r * run + d.len() / out, d, a));
                 } else {
                     y.chunks_mut(run * out)
                         .zip(arg.chunks_mut(run * out))
                         .enumerate()
-                        .for_each(|(r, (d, a))| fill(r * run, d, a));
+                        .for_each(|(r, (d, a))| fill(r * run..r * run + d.len() / out, d, a));
                 }
             })
         })
